@@ -1,0 +1,145 @@
+"""Analytic cost of a plan: parameters, MACs, weight bytes, peak activation memory.
+
+Computed from a symbolic description of the model (see ``_symbolic``), so evaluating a
+plan runs nothing: a few thousand integer multiplications.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+from typing import Sequence
+
+import onnx
+from onnx import numpy_helper, shape_inference
+
+from hwprune.onnx_export import to_onnx_bytes
+from hwprune.pruning._plan import PruningPlan
+from hwprune.pruning._space import PruningSpace
+from hwprune.pruning._symbolic import Dim, solve_dim, tag_plans
+
+__all__ = ["Cost", "CostModel"]
+
+_DTYPE_BYTES = {onnx.TensorProto.FLOAT: 4, onnx.TensorProto.FLOAT16: 2, onnx.TensorProto.INT64: 8,
+                onnx.TensorProto.INT32: 4, onnx.TensorProto.DOUBLE: 8, onnx.TensorProto.UINT8: 1,
+                onnx.TensorProto.INT8: 1, onnx.TensorProto.BOOL: 1}
+
+
+@dataclass(frozen=True)
+class Cost:
+    params: int                 # trainable parameters of the torch model
+    macs: int                   # multiply-accumulates of Conv/Gemm/MatMul, batch 1
+    weight_bytes: int           # bytes of the exported model's weights (BN folded)
+    peak_activation_bytes: int  # largest set of live activations during one inference
+
+    @property
+    def memory_bytes(self) -> int:
+        """Weights plus peak activations: what a ``--memory`` budget limits."""
+        return self.weight_bytes + self.peak_activation_bytes
+
+    def to_dict(self) -> dict[str, int]:
+        d = asdict(self)
+        d["memory_bytes"] = self.memory_bytes
+        return d
+
+
+def _prod(dims: Sequence[Dim], keep: Sequence[int]) -> int:
+    return math.prod(d.value(keep) for d in dims)
+
+
+def _onnx_shapes(data: bytes) -> tuple[onnx.ModelProto, dict[str, tuple[list[int], int]]]:
+    model = shape_inference.infer_shapes(onnx.load_from_string(data))
+    shapes: dict[str, tuple[list[int], int]] = {}
+    for vi in list(model.graph.input) + list(model.graph.value_info) + list(model.graph.output):
+        t = vi.type.tensor_type
+        shapes[vi.name] = ([d.dim_value for d in t.shape.dim], _DTYPE_BYTES.get(t.elem_type, 4))
+    for init in model.graph.initializer:
+        shapes[init.name] = (list(init.dims), _DTYPE_BYTES.get(init.data_type, 4))
+    return model, shapes
+
+
+class CostModel:
+    """Symbolic cost of every plan in a :class:`PruningSpace`.
+
+    >>> from hwprune.models import load_model
+    >>> space = PruningSpace(load_model("resnet20", pretrained=False))
+    >>> cm = CostModel(space)
+    >>> cm.cost(space.dense_plan()).params
+    272474
+    """
+
+    def __init__(self, space: PruningSpace, onnx_models: Sequence[bytes] | None = None) -> None:
+        self.space = space
+        plan_a, plan_b = tag_plans(space)
+        self.tag_plans = (plan_a, plan_b)
+        self.sizes = [g.size for g in space.groups]
+        self.tags_a = [plan_a.keep[g.name] for g in space.groups]
+        self.tags_b = [plan_b.keep[g.name] for g in space.groups]
+        models = [space.lm.model, space.apply(plan_a), space.apply(plan_b)]
+        self._params(models)
+        shape = tuple(space.lm.input_shape)
+        self.onnx_models = list(onnx_models) if onnx_models else [to_onnx_bytes(m, shape) for m in models]
+        self._graph()
+
+    def solve(self, values: tuple[int, int, int], where: str) -> Dim:
+        return solve_dim(values, self.sizes, self.tags_a, self.tags_b, where)
+
+    def _params(self, models: list) -> None:
+        named = [dict(m.named_parameters()) for m in models]
+        self.param_dims: list[list[Dim]] = []
+        for name, p in named[0].items():
+            shapes = [tuple(n[name].shape) for n in named]
+            self.param_dims.append([self.solve((a, b, c), f"parameter {name} dim {i}")
+                                    for i, (a, b, c) in enumerate(zip(*shapes))])
+
+    def _graph(self) -> None:
+        parsed = [_onnx_shapes(d) for d in self.onnx_models]
+        graph = parsed[0][0].graph
+        shapes = [p[1] for p in parsed]
+
+        def dims(name: str) -> list[Dim]:
+            s = [sh[name][0] for sh in shapes]
+            return [self.solve((a, b, c), f"tensor {name} dim {i}") for i, (a, b, c) in enumerate(zip(*s))]
+
+        inits = {i.name for i in graph.initializer}
+        # weights: initializers that are float tensors (shape constants are tiny but counted)
+        self.weight_terms = [(dims(i.name), shapes[0][i.name][1]) for i in graph.initializer]
+        self.mac_terms: list[list[Dim]] = []
+        for node in graph.node:
+            if node.op_type == "Conv":
+                w = dims(node.input[1])
+                out = dims(node.output[0])
+                self.mac_terms.append(w + out[2:])  # cout*cin/g*kh*kw * ho*wo
+            elif node.op_type in ("Gemm", "MatMul") and node.input[1] in inits:
+                w = dims(node.input[1])
+                out = dims(node.output[0])
+                self.mac_terms.append(w + out[:-1])
+        # activation liveness over the (topologically ordered) ONNX graph
+        last_use: dict[str, int] = {}
+        for i, node in enumerate(graph.node):
+            for t in node.input:
+                last_use[t] = i
+        for o in graph.output:
+            last_use[o.name] = len(graph.node)
+        act_dims: dict[str, tuple[list[Dim], int]] = {}
+        for vi in graph.input:
+            if vi.name not in inits:
+                act_dims[vi.name] = (dims(vi.name), shapes[0][vi.name][1])
+        live: set[str] = set(act_dims)
+        self.live_sets: list[list[tuple[list[Dim], int]]] = []
+        for i, node in enumerate(graph.node):
+            outs = [o for o in node.output if o in shapes[0]]
+            for o in outs:
+                act_dims[o] = (dims(o), shapes[0][o][1])
+            step = [act_dims[t] for t in sorted(live | set(outs)) if t in act_dims]
+            self.live_sets.append(step)
+            live |= set(outs)
+            live = {t for t in live if last_use.get(t, -1) > i}
+
+    def cost(self, plan: PruningPlan) -> Cost:
+        keep_map = self.space.full_keep(plan)
+        keep = [keep_map[g.name] for g in self.space.groups]
+        params = sum(_prod(d, keep) for d in self.param_dims)
+        macs = sum(_prod(d, keep) for d in self.mac_terms)
+        weight_bytes = sum(_prod(d, keep) * b for d, b in self.weight_terms)
+        peak = max((sum(_prod(d, keep) * b for d, b in step) for step in self.live_sets), default=0)
+        return Cost(params, macs, weight_bytes, peak)

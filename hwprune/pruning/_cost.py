@@ -12,6 +12,7 @@ from typing import Sequence
 import onnx
 from onnx import numpy_helper, shape_inference
 
+from hwprune.errors import ConfigError
 from hwprune.onnx_export import to_onnx_bytes
 from hwprune.pruning._plan import PruningPlan
 from hwprune.pruning._space import PruningSpace
@@ -28,7 +29,7 @@ _DTYPE_BYTES = {onnx.TensorProto.FLOAT: 4, onnx.TensorProto.FLOAT16: 2, onnx.Ten
 class Cost:
     params: int                 # trainable parameters of the torch model
     macs: int                   # multiply-accumulates of Conv/Gemm/MatMul, batch 1
-    weight_bytes: int           # bytes of the exported model's weights (BN folded)
+    weight_bytes: int           # bytes of the exported model's weights (BN folded), per use
     peak_activation_bytes: int  # largest set of live activations during one inference
 
     @property
@@ -100,33 +101,63 @@ class CostModel:
             s = [sh[name][0] for sh in shapes]
             return [self.solve((a, b, c), f"tensor {name} dim {i}") for i, (a, b, c) in enumerate(zip(*s))]
 
+        # The exporter emits Identity nodes that alias shared initializers; their number
+        # depends on values, so they are folded away before the graphs are aligned.
+        nodes_per_model = []
+        for (m, sh) in parsed:
+            init_names = {i.name for i in m.graph.initializer}
+            alias = {n.output[0]: n.input[0] for n in m.graph.node
+                     if n.op_type == "Identity" and n.input[0] in init_names}
+            kept = []
+            for n in m.graph.node:
+                if n.op_type == "Identity" and n.output[0] in alias:
+                    continue
+                c = onnx.NodeProto()
+                c.CopyFrom(n)
+                c.input[:] = [alias.get(t, t) for t in n.input]
+                kept.append(c)
+            nodes_per_model.append(kept)
+        if len({tuple(n.op_type for n in ns) for ns in nodes_per_model}) != 1:
+            raise ConfigError("pruned exports of the model differ in structure; cannot cost plans")
+        graph_nodes = nodes_per_model[0]
         inits = {i.name for i in graph.initializer}
-        # weights: initializers that are float tensors (shape constants are tiny but counted)
-        self.weight_terms = [(dims(i.name), shapes[0][i.name][1]) for i in graph.initializer]
+
+        def node_dims(k: int, j: int) -> list[Dim]:
+            # Initializers are matched by position, not name: the exporter merges equal-valued
+            # initializers differently in each export.
+            names = [ns[k].input[j] for ns in nodes_per_model]
+            s = [sh[nm][0] for sh, nm in zip(shapes, names)]
+            return [self.solve((a, b, c), f"input {j} of node {graph_nodes[k].name} dim {i}")
+                    for i, (a, b, c) in enumerate(zip(*s))]
+
+        # Weights are counted per use: the exporter merges initializers with equal values
+        # (e.g. the zero biases of an untrained model), which a trained model does not have.
+        self.weight_terms = [(node_dims(k, j), shapes[0][t][1]) for k, node in enumerate(graph_nodes)
+                             for j, t in enumerate(node.input) if t in inits]
         self.mac_terms: list[list[Dim]] = []
-        for node in graph.node:
+        for k, node in enumerate(graph_nodes):
             if node.op_type == "Conv":
-                w = dims(node.input[1])
+                w = node_dims(k, 1)
                 out = dims(node.output[0])
                 self.mac_terms.append(w + out[2:])  # cout*cin/g*kh*kw * ho*wo
             elif node.op_type in ("Gemm", "MatMul") and node.input[1] in inits:
-                w = dims(node.input[1])
+                w = node_dims(k, 1)
                 out = dims(node.output[0])
                 self.mac_terms.append(w + out[:-1])
         # activation liveness over the (topologically ordered) ONNX graph
         last_use: dict[str, int] = {}
-        for i, node in enumerate(graph.node):
+        for i, node in enumerate(graph_nodes):
             for t in node.input:
                 last_use[t] = i
         for o in graph.output:
-            last_use[o.name] = len(graph.node)
+            last_use[o.name] = len(graph_nodes)
         act_dims: dict[str, tuple[list[Dim], int]] = {}
         for vi in graph.input:
             if vi.name not in inits:
                 act_dims[vi.name] = (dims(vi.name), shapes[0][vi.name][1])
         live: set[str] = set(act_dims)
         self.live_sets: list[list[tuple[list[Dim], int]]] = []
-        for i, node in enumerate(graph.node):
+        for i, node in enumerate(graph_nodes):
             outs = [o for o in node.output if o in shapes[0]]
             for o in outs:
                 act_dims[o] = (dims(o), shapes[0][o][1])
@@ -143,3 +174,28 @@ class CostModel:
         weight_bytes = sum(_prod(d, keep) * b for d, b in self.weight_terms)
         peak = max((sum(_prod(d, keep) * b for d, b in step) for step in self.live_sets), default=0)
         return Cost(params, macs, weight_bytes, peak)
+
+
+def dense_params_macs(model, input_shape) -> tuple[int, int]:
+    """Parameters and Conv/Linear MACs of an unpruned model, by one forward pass."""
+    import torch
+    from torch import nn
+
+    macs = 0
+
+    def hook(m, i, o):
+        nonlocal macs
+        if isinstance(m, nn.Conv2d):
+            macs += o.shape[0] * o.shape[2] * o.shape[3] * m.weight.numel()
+        elif isinstance(m, nn.Linear):
+            macs += (o.numel() // m.out_features) * m.weight.numel()
+
+    hooks = [m.register_forward_hook(hook) for m in model.modules()
+             if isinstance(m, (nn.Conv2d, nn.Linear))]
+    try:
+        with torch.no_grad():
+            model.eval()(torch.zeros(*input_shape))
+    finally:
+        for h in hooks:
+            h.remove()
+    return sum(p.numel() for p in model.parameters()), macs

@@ -90,7 +90,8 @@ class PruningSpace:
         x = torch.zeros(*lm.input_shape)
         self._ignored = _output_layers(model, x)
         names = {m: n for n, m in model.named_modules()}
-        dg = tp.DependencyGraph().build_dependency(model, example_inputs=x)
+        with torch.enable_grad():  # the dependency graph is traced through autograd
+            dg = tp.DependencyGraph().build_dependency(model, example_inputs=x)
         groups: list[Group] = []
         for g in dg.get_all_groups(ignored_layers=self._ignored, root_module_types=_ROOT_TYPES):
             root = g[0].dep.target.module
@@ -184,7 +185,8 @@ class PruningSpace:
         names = {m: n for n, m in pruned.named_modules()}
         modules = dict(pruned.named_modules())
         ignored = [modules[n] for n in self._ignored_names() if n in modules]
-        dg = tp.DependencyGraph().build_dependency(pruned, example_inputs=x)
+        with torch.enable_grad():
+            dg = tp.DependencyGraph().build_dependency(pruned, example_inputs=x)
         imp = tp.importance.GroupMagnitudeImportance(p=1, group_reduction="mean", normalizer=None)
         done = set()
         with torch.no_grad():

@@ -1,0 +1,43 @@
+"""Latency lookup tables: kernel extraction, profiling, tables and prediction."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from hwprune.latency._signature import KernelSig
+from hwprune.latency._table import LatencyTable
+
+__all__ = ["KernelSig", "LatencyTable", "open_table", "open_predictor", "host_facts"]
+
+
+def host_facts(profile) -> dict:
+    from hwprune.devices._ort_runner import ort_facts
+
+    rt = profile.runtime
+    return ort_facts(profile.threads, rt.get("graph_optimization_level", "all"),
+                     rt.get("provider", "CPUExecutionProvider"))
+
+
+def open_table(device: str, tables: str | Path | None = None, check_fresh: bool = True) -> LatencyTable:
+    """Load the device's table; for the host, refuse a table measured elsewhere (stale)."""
+    from hwprune._paths import tables_dir
+    from hwprune.devices import load_profile
+
+    profile = load_profile(device)
+    table = LatencyTable.load(tables_dir(tables), profile.name)
+    if check_fresh and profile.measurable_here and table.measured_keys():
+        table.check_fresh(host_facts(profile))
+    return table
+
+
+def open_predictor(analysis, device: str, tables: str | Path | None = None, check_fresh: bool = True):
+    """A :class:`LatencyPredictor` for ``analysis``'s model on ``device``.
+
+    Raises ``TableError`` (no table), ``StaleTableError`` (host table measured on another
+    CPU or runtime) or ``MissingKernelsError`` (the model's kernels are not all there).
+    """
+    from hwprune.latency._predict import LatencyPredictor
+
+    table = open_table(device, tables, check_fresh)
+    predictor = LatencyPredictor(analysis, table)
+    predictor.check_complete()
+    return predictor

@@ -1,0 +1,123 @@
+"""Predicting a plan's latency from a table: a sum of kernel lookups, then calibration."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from hwprune.analysis import Analysis
+from hwprune.errors import MissingKernelsError
+from hwprune.latency._table import LatencyTable
+from hwprune.pruning import PruningPlan
+
+__all__ = ["LatencyPredictor", "KernelTime", "fit_calibration"]
+
+
+@dataclass(frozen=True)
+class KernelTime:
+    name: str
+    key: str
+    latency_ms: float
+    source: str
+
+
+def fit_calibration(points: list[tuple[float, float]]) -> tuple[float, float]:
+    """Least squares ``measured = scale * sum_of_kernels + offset`` (ms).
+
+    With fewer than 3 points or no spread, a pure scale (offset 0) is fitted instead.
+    """
+    if not points:
+        return 1.0, 0.0
+    xs, ys = zip(*points)
+    n = len(xs)
+    mx, my = sum(xs) / n, sum(ys) / n
+    sxx = sum((x - mx) ** 2 for x in xs)
+    if n >= 3 and sxx > 1e-12 * max(mx * mx, 1e-12):
+        a = sum((x - mx) * (y - my) for x, y in zip(xs, ys)) / sxx
+        b = my - a * mx
+        if a > 0:
+            return a, b
+    return sum(ys) / sum(xs), 0.0
+
+
+class LatencyPredictor:
+    """Predicts end-to-end latency (ms) of any plan of one model on one device.
+
+    >>> # predictor = LatencyPredictor(analysis, LatencyTable.load(dir, "host"))
+    >>> # predictor.predict_ms(plan)
+    """
+
+    def __init__(self, analysis: Analysis, table: LatencyTable) -> None:
+        self.analysis = analysis
+        self.table = table
+        self.lookup = table.lookup()
+        self.sources = {k: r["source"] for k, r in table.rows.items()}
+        self.groups = [g.name for g in analysis.space.groups]
+        cal = table.meta.get("calibration", [])
+        mine = [(p["kernel_sum_ms"], p["measured_ms"]) for p in cal
+                if p.get("model") == analysis.model_key]
+        self.calibration_scope = "model" if mine else ("device" if cal else "none")
+        if mine:
+            self.scale, self.offset = fit_calibration(mine)
+        elif cal:  # another model's points: transfer only the scale
+            self.scale = sum(p["measured_ms"] for p in cal) / sum(p["kernel_sum_ms"] for p in cal)
+            self.offset = 0.0
+        else:
+            self.scale, self.offset = 1.0, 0.0
+
+    def _keep(self, plan: PruningPlan) -> list[int]:
+        full = self.analysis.space.full_keep(plan)
+        return [full[g] for g in self.groups]
+
+    def keys(self, plan: PruningPlan) -> list[str]:
+        keep = self._keep(plan)
+        return [t.sig(keep).key for t in self.analysis.templates]
+
+    def kernel_times(self, plan: PruningPlan) -> list[KernelTime]:
+        keep = self._keep(plan)
+        out, missing = [], []
+        for t in self.analysis.templates:
+            key = t.sig(keep).key
+            ms = self.lookup.get(key)
+            if ms is None:
+                missing.append(key)
+                continue
+            out.append(KernelTime(t.name, key, ms, self.sources.get(key, "?")))
+        if missing:
+            self._raise_missing(missing)
+        return out
+
+    def _raise_missing(self, missing: list[str]) -> None:
+        lm = self.analysis.lm
+        shape = "" if lm.spec in ("demo",) or lm.spec == lm.model_id and lm.spec.isidentifier() else \
+            f" --input-shape {'x'.join(map(str, lm.input_shape))}"
+        cmd = f"hwprune profile --device {self.table.device} --model {lm.spec or lm.model_id}{shape}"
+        uniq = sorted(set(missing))
+        raise MissingKernelsError(
+            f"{len(uniq)} kernels of '{lm.model_id}' are not in the '{self.table.device}' table: "
+            + "; ".join(uniq[:3]) + (" ..." if len(uniq) > 3 else ""), uniq, f"fill them with: {cmd}")
+
+    def kernel_sum_ms(self, plan: PruningPlan) -> float:
+        keep = self._keep(plan)
+        total, missing = 0.0, []
+        lookup = self.lookup
+        for t in self.analysis.templates:
+            key = t.sig(keep).key
+            ms = lookup.get(key)
+            if ms is None:
+                missing.append(key)
+            else:
+                total += ms
+        if missing:
+            self._raise_missing(missing)
+        return total
+
+    def predict_ms(self, plan: PruningPlan) -> float:
+        """Calibrated end-to-end prediction in milliseconds."""
+        return self.scale * self.kernel_sum_ms(plan) + self.offset
+
+    def check_complete(self) -> None:
+        """Raise MissingKernelsError unless every plan in the space can be predicted."""
+        from hwprune.latency._profiler import needed_keys
+
+        missing = sorted(needed_keys(self.analysis) - set(self.lookup))
+        if missing:
+            self._raise_missing(missing)

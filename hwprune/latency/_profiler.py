@@ -1,0 +1,252 @@
+"""Building a latency table for a model's whole pruning space.
+
+Every kernel template of the model varies with at most a couple of pruning groups. We
+time each template on a sparse grid of *anchor* channel counts per group (the smallest,
+the largest and evenly spaced choices between), and fill every other reachable channel
+count by (bi)linear interpolation between the measured anchors. Interpolated rows are
+written to the table as ``source=interpolated`` with the anchors named in ``method``, so
+nothing is passed off as measured.
+"""
+from __future__ import annotations
+
+import itertools
+import random
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Sequence
+
+from hwprune.analysis import Analysis
+from hwprune.devices._runner import MicroModel, Runner
+from hwprune.errors import StaleTableError, TableError
+from hwprune.latency._extract import KernelTemplate
+from hwprune.latency._micro import micro_model
+from hwprune.latency._table import LatencyTable, now_iso
+
+__all__ = ["ProfileReport", "profile_model", "needed_keys", "estimate_model", "calibration_plans"]
+
+
+def _anchor_values(choices: Sequence[int], n: int) -> list[int]:
+    if len(choices) <= n:
+        return list(choices)
+    idx = sorted({round(i * (len(choices) - 1) / (n - 1)) for i in range(n)})
+    return [choices[i] for i in idx]
+
+
+def _template_axes(t: KernelTemplate, analysis: Analysis) -> list[int]:
+    return list(t.groups_used)
+
+
+def _keep_vector(analysis: Analysis, assign: dict[int, int]) -> list[int]:
+    keep = [g.size for g in analysis.space.groups]
+    for gi, v in assign.items():
+        keep[gi] = v
+    return keep
+
+
+def needed_keys(analysis: Analysis) -> set[str]:
+    """Every kernel signature any plan of the model's pruning space can produce."""
+    out: set[str] = set()
+    groups = analysis.space.groups
+    for t in analysis.templates:
+        axes = _template_axes(t, analysis)
+        for combo in itertools.product(*[groups[g].choices for g in axes]):
+            out.add(t.sig(_keep_vector(analysis, dict(zip(axes, combo)))).key)
+    return out
+
+
+def anchor_keys(analysis: Analysis, anchors: int) -> dict[str, Any]:
+    """The signatures to time: each template at every combination of anchor values."""
+    out = {}
+    groups = analysis.space.groups
+    for t in analysis.templates:
+        axes = _template_axes(t, analysis)
+        for combo in itertools.product(*[_anchor_values(groups[g].choices, anchors) for g in axes]):
+            sig = t.sig(_keep_vector(analysis, dict(zip(axes, combo))))
+            out[sig.key] = sig
+    return out
+
+
+def _bracket(values: Sequence[int], x: int) -> tuple[int, int, float]:
+    for lo, hi in zip(values, values[1:]):
+        if lo <= x <= hi:
+            return lo, hi, (x - lo) / (hi - lo) if hi > lo else 0.0
+    raise ValueError(f"{x} outside {values[0]}..{values[-1]}")
+
+
+def interpolate(analysis: Analysis, table: LatencyTable, anchors: int) -> int:
+    """Fill every needed signature that was not measured; returns how many were added."""
+    lookup = {k: float(r["latency_ms"]) for k, r in table.rows.items() if r["source"] == "measured"}
+    groups = analysis.space.groups
+    added = 0
+    for t in analysis.templates:
+        axes = _template_axes(t, analysis)
+        grids = [_anchor_values(groups[g].choices, anchors) for g in axes]
+        for combo in itertools.product(*[groups[g].choices for g in axes]):
+            key = t.sig(_keep_vector(analysis, dict(zip(axes, combo)))).key
+            if key in lookup or (key in table.rows and table.rows[key]["source"] != "estimated"):
+                continue
+            brackets = [_bracket(grid, v) for grid, v in zip(grids, combo)]
+            total, used = 0.0, []
+            for corner in itertools.product(*[(0, 1)] * len(axes)):
+                w = 1.0
+                assign = {}
+                for (lo, hi, f), bit, g in zip(brackets, corner, axes):
+                    w *= f if bit else (1.0 - f)
+                    assign[g] = hi if bit else lo
+                if w == 0.0:
+                    continue
+                ckey = t.sig(_keep_vector(analysis, assign)).key
+                if ckey not in lookup:
+                    raise TableError(f"anchor kernel {ckey} was not measured; rerun hwprune profile")
+                total += w * lookup[ckey]
+                used.append(f"{'/'.join(str(assign[g]) for g in axes)}")
+            table.put(key, total, "interpolated",
+                      f"{'bi' if len(axes) == 2 else 'multi' if len(axes) > 2 else ''}linear over "
+                      f"measured channel grid ({', '.join(used)})")
+            added += 1
+    return added
+
+
+def calibration_plans(analysis: Analysis, n_random: int = 3, seed: int = 0):
+    space = analysis.space
+    rng = random.Random(seed)
+    plans = [("dense", space.dense_plan())]
+    plans += [(f"uniform{int(r * 100)}", space.uniform_plan(r)) for r in (0.25, 0.5, 0.75)]
+    plans += [(f"random{i}", space.random_plan(rng, 0.0, 0.8)) for i in range(n_random)]
+    return plans
+
+
+@dataclass
+class ProfileReport:
+    device: str
+    model: str
+    templates: int
+    needed: int
+    timed: int = 0
+    reused: int = 0
+    failed: list[str] = field(default_factory=list)
+    interpolated: int = 0
+    estimated: int = 0
+    calibration_points: int = 0
+    seconds: float = 0.0
+    table_path: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+def _progress(total: int, desc: str, enabled: bool):
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc=desc, unit="kernel", disable=not enabled or total == 0,
+                file=sys.stderr, dynamic_ncols=True)
+
+
+def profile_model(analysis: Analysis, table: LatencyTable, runner: Runner, anchors: int = 5,
+                  calibrate: bool = True, progress: bool = True, rebuild: bool = False,
+                  on_measure: Callable[[int], None] | None = None) -> ProfileReport:
+    """Time what the table lacks for ``analysis``'s model, interpolate, calibrate, save."""
+    t0 = time.perf_counter()
+    facts = runner.describe()
+    if rebuild:
+        table.rows.clear()
+        table.meta["calibration"] = []
+        table.meta["models"] = {}
+    elif table.measured_keys():
+        try:
+            table.check_fresh(facts)
+        except StaleTableError as exc:
+            raise StaleTableError(str(exc).split("; re-measure")[0],
+                                  f"re-measure from scratch with --rebuild") from None
+    table.meta["measured_on"] = {k: v for k, v in facts.items()}
+    table.meta["timing_protocol"] = dict(runner.protocol.__dict__, statistic="median",
+                                         note="one onnxruntime session per micro model, "
+                                              "seeded random inputs, wall clock per run")
+    wanted = anchor_keys(analysis, anchors)
+    have = table.measured_keys()
+    todo = [k for k in wanted if k not in have]
+    report = ProfileReport(table.device, analysis.model_key, len(analysis.templates),
+                           len(needed_keys(analysis)), reused=len(wanted) - len(todo))
+    method = (f"{facts.get('runtime')} {facts.get('runtime_version')} {facts.get('provider', '')} "
+              f"threads={facts.get('threads')} on {facts.get('cpu', facts.get('machine', '?'))} "
+              f"via {facts.get('runner')}").strip()
+    bar = _progress(len(todo), f"profiling {analysis.lm.model_id} on {table.device}", progress)
+    try:
+        micro = (MicroModel(k, micro_model(wanted[k])) for k in todo)
+        for m in runner.measure(micro):
+            if m.error:
+                report.failed.append(f"{m.key}: {m.error}")
+            else:
+                table.append_journal({"key": m.key, "latency_ms": m.median_ms, "p10_ms": m.p10_ms,
+                                      "p90_ms": m.p90_ms, "std_ms": m.std_ms, "runs": m.runs,
+                                      "source": "measured", "method": method, "created": now_iso()})
+                report.timed += 1
+            bar.update(1)
+            if on_measure:
+                on_measure(report.timed)
+    finally:
+        bar.close()
+    if report.failed:
+        table.save()
+        raise TableError(f"{len(report.failed)} kernels failed to time (first: {report.failed[0]})",
+                         "the others are saved; rerun the same command to retry them")
+    report.interpolated = interpolate(analysis, table, anchors)
+    if calibrate:
+        report.calibration_points = _calibrate(analysis, table, runner, progress)
+    table.record_model(analysis.lm.model_id, analysis.lm.input_shape, templates=len(analysis.templates),
+                       anchors_per_group=anchors, needed_kernels=report.needed,
+                       measured_kernels=len(wanted), interpolated_kernels=report.interpolated)
+    table.save()
+    report.seconds = time.perf_counter() - t0
+    report.table_path = str(table.paths(table.directory, table.device)[0]) if table.directory else ""
+    return report
+
+
+def _calibrate(analysis: Analysis, table: LatencyTable, runner: Runner, progress: bool) -> int:
+    from hwprune.latency._predict import LatencyPredictor
+    from hwprune.onnx_export import to_onnx_bytes
+
+    plans = calibration_plans(analysis)
+    pred = LatencyPredictor(analysis, table)
+    models = []
+    for name, plan in plans:
+        pruned = analysis.space.apply(plan)
+        models.append((name, plan, MicroModel(f"e2e:{analysis.model_key}:{name}",
+                                              to_onnx_bytes(pruned, analysis.lm.input_shape))))
+    points = [p for p in table.meta.get("calibration", []) if p.get("model") != analysis.model_key]
+    bar = _progress(len(models), "calibrating end to end", progress)
+    try:
+        for (name, plan, _), m in zip(models, runner.measure([mm for _, _, mm in models])):
+            bar.update(1)
+            if m.error:
+                continue
+            points.append({"model": analysis.model_key, "plan": name,
+                           "kernel_sum_ms": pred.kernel_sum_ms(plan), "measured_ms": m.median_ms,
+                           "p10_ms": m.p10_ms, "p90_ms": m.p90_ms, "date": now_iso()})
+    finally:
+        bar.close()
+    table.meta["calibration"] = points
+    table.meta["calibration_model"] = ("per model: measured_ms = scale * kernel_sum_ms + offset, "
+                                       "least squares over the model's points")
+    return sum(1 for p in points if p["model"] == analysis.model_key)
+
+
+def estimate_model(analysis: Analysis, table: LatencyTable, estimator) -> ProfileReport:
+    """Fill a table for a device that cannot be measured from here with analytic estimates."""
+    from hwprune.latency._signature import KernelSig
+
+    t0 = time.perf_counter()
+    keys = needed_keys(analysis)
+    report = ProfileReport(table.device, analysis.model_key, len(analysis.templates), len(keys))
+    for key in keys:
+        if key in table.rows and table.rows[key]["source"] != "estimated":
+            continue  # never overwrite a real measurement with an estimate
+        table.put(key, estimator.estimate_ms(KernelSig.from_key(key)), "estimated", estimator.method)
+        report.estimated += 1
+    table.meta["estimator"] = estimator.describe()
+    table.record_model(analysis.lm.model_id, analysis.lm.input_shape, templates=len(analysis.templates),
+                       needed_kernels=len(keys), estimated_kernels=report.estimated)
+    table.save()
+    report.seconds = time.perf_counter() - t0
+    return report

@@ -1,0 +1,105 @@
+from __future__ import annotations
+
+import sys
+
+import pytest
+
+from hwprune.analysis import analyze
+from hwprune.devices._ort_runner import OrtLocalRunner
+from hwprune.devices._runner import TimingProtocol
+from hwprune.devices._worker import WorkerRunner
+from hwprune.latency._predict import LatencyPredictor
+from hwprune.latency._profiler import anchor_keys, needed_keys, profile_model
+from hwprune.latency._table import LatencyTable
+from hwprune.models import load_model
+
+FAST = TimingProtocol(warmup=2, repeats=5, min_time_s=0.0)
+
+
+@pytest.fixture(scope="module")
+def r20():
+    return analyze(load_model("resnet20"))
+
+
+class _Killed(Exception):
+    pass
+
+
+class _DyingRunner(OrtLocalRunner):
+    """Dies after ``n`` kernels, as a profiler killed midway would."""
+
+    def __init__(self, n: int) -> None:
+        super().__init__(protocol=FAST)
+        self.n = n
+
+    def measure(self, models):
+        for i, m in enumerate(super().measure(models)):
+            if i == self.n:
+                raise _Killed()
+            yield m
+
+
+def test_profile_resumes_after_kill_and_interpolates(tmp_path, r20):
+    table = LatencyTable.load(tmp_path, "host", create=True)
+    with pytest.raises(_Killed):
+        profile_model(r20, table, _DyingRunner(25), calibrate=False, progress=False)
+    # the 25 finished kernels are on disk; the one in flight is lost
+    again = LatencyTable.load(tmp_path, "host", create=True)
+    assert len(again.measured_keys()) == 25
+    report = profile_model(r20, again, OrtLocalRunner(protocol=FAST), calibrate=False, progress=False)
+    anchors = anchor_keys(r20, 5)
+    assert report.reused == 25 and report.timed == len(anchors) - 25
+    final = LatencyTable.load(tmp_path, "host")
+    counts = final.counts()
+    assert counts["measured"] == len(anchors)
+    assert counts["measured"] + counts["interpolated"] == len(needed_keys(r20))
+    assert all("linear over measured channel grid" in r["method"]
+               for r in final.rows.values() if r["source"] == "interpolated")
+    meta = final.meta["models"]["resnet20@1x3x32x32"]
+    assert meta["measured_kernels"] == len(anchors)
+    # a measured anchor is used as is; an interpolated value lies between its anchors
+    pred = LatencyPredictor(r20, final)
+    assert pred.predict_ms(r20.space.uniform_plan(0.5)) > 0
+
+
+def test_second_model_extends_instead_of_restarting(tmp_path, r20):
+    table = LatencyTable.load(tmp_path, "host", create=True)
+    profile_model(r20, table, OrtLocalRunner(protocol=FAST), calibrate=False, progress=False)
+    r56 = analyze(load_model("resnet56"))
+    report = profile_model(r56, LatencyTable.load(tmp_path, "host"), OrtLocalRunner(protocol=FAST),
+                           calibrate=True, progress=False)
+    assert report.reused > 0  # resnet56 shares all its kernel shapes with resnet20
+    assert report.timed < report.reused
+    final = LatencyTable.load(tmp_path, "host")
+    assert {"resnet20@1x3x32x32", "resnet56@1x3x32x32"} <= set(final.meta["models"])
+    assert sum(p["model"] == "resnet56@1x3x32x32" for p in final.meta["calibration"]) >= 5
+
+
+def test_worker_runner_agrees_with_local_and_survives_a_dead_worker(tmp_path):
+    a = analyze(load_model("demo"))
+    keys = sorted(anchor_keys(a, 2))[:6]
+    from hwprune.devices._runner import MicroModel
+    from hwprune.latency._micro import micro_model
+    from hwprune.latency._signature import KernelSig
+
+    models = [MicroModel(k, micro_model(KernelSig.from_key(k))) for k in keys]
+    proto = TimingProtocol(warmup=3, repeats=30, min_time_s=0.0)
+    local = {m.key: m.median_ms for m in OrtLocalRunner(protocol=proto).measure(models)}
+    with WorkerRunner(f"{sys.executable} -m hwprune worker", protocol=proto) as w:
+        facts = w.describe()
+        remote = {m.key: m.median_ms for m in w.measure(models)}
+        assert facts["runtime"] == "onnxruntime" and facts["runner"] == "worker"
+        w.proc.kill()  # the device disappears; the runner restarts it and goes on
+        again = list(w.measure(models[:2]))
+    for k in keys:
+        assert 0.33 < remote[k] / local[k] < 3.0, (k, remote[k], local[k])
+    assert all(m.error is None for m in again)
+
+
+def test_worker_that_never_answers_fails_fast():
+    from hwprune.errors import DeviceError, DeviceTimeoutError
+
+    w = WorkerRunner(f"{sys.executable} -c 'import time; time.sleep(30)'", start_timeout_s=1.0)
+    with pytest.raises((DeviceError, DeviceTimeoutError)):
+        w.prepare()
+    w.close()

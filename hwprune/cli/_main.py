@@ -238,6 +238,8 @@ def cmd_profile(args: argparse.Namespace) -> int:
                                    calibrate=not args.no_calibrate,
                                    progress=not args.no_progress, rebuild=args.rebuild)
         kind = "measured"
+        if report.stale_note:
+            print(f"hwprune: warning: {report.stale_note}; measuring anew", file=sys.stderr)
     result = {**report.to_dict(), "kind": kind, "table": str(LatencyTable.paths(directory, profile.name)[0])}
     if args.format == "json":
         emit_json(result)
@@ -245,8 +247,7 @@ def cmd_profile(args: argparse.Namespace) -> int:
     print(f"{profile.name} / {analysis.model_key}: {report.needed} kernel signatures in the pruning space")
     if runner is None:
         print(f"  {report.estimated} entries {kind}")
-        print(f"  to measure the real device: hwprune profile --device {profile.name} --model {args.model} "
-              f"--runner 'ssh USER@DEVICE hwprune worker'  (or --rpc TRACKER:9190 --key KEY)")
+        print(f"  to measure the real device: {profile.measure_hint(args.model)}")
     else:
         print(f"  timed now: {report.timed}, already in the table: {report.reused}, "
               f"interpolated: {report.interpolated}, end-to-end calibration points: "
@@ -302,10 +303,11 @@ def _short_key(key: str) -> str:
 
 
 def estimated_warning(table, device: str, model: str) -> str | None:
+    from hwprune.devices import load_profile
+
     if table.kind in ("estimated", "mixed"):
         return (f"the '{device}' latency table is estimated by an analytic model, not measured; "
-                f"measure the real device with: hwprune profile --device {device} --model {model} "
-                f"--runner 'ssh USER@DEVICE hwprune worker' (or --rpc TRACKER:9190 --key {device})")
+                f"measure the real device with: {load_profile(device).measure_hint(model)}")
     return None
 
 

@@ -55,6 +55,15 @@ class DeviceProfile:
     def peak_gflops(self, dtype: str = "float32") -> float | None:
         return (self.hardware.get("peak_gflops") or {}).get(dtype)
 
+    def measure_hint(self, model: str) -> str:
+        """The command that measures this device for real (for warnings and errors)."""
+        base = f"hwprune profile --device {self.name} --model {model}"
+        if self.measurable_here:
+            return base
+        if self.reach.get("method") == "rpc":
+            return f"{base} --rpc TRACKER_HOST:9190 --key {self.reach.get('rpc_key', self.name)}"
+        return f"{base} --runner 'ssh USER@DEVICE hwprune worker'"
+
     def to_dict(self) -> dict[str, Any]:
         d = {k: v for k, v in self.__dict__.items() if k != "path"}
         return d

@@ -23,7 +23,10 @@ def open_table(device: str, tables: str | Path | None = None, check_fresh: bool 
     from hwprune.devices import load_profile
 
     profile = load_profile(device)
-    table = LatencyTable.load(tables_dir(tables), profile.name)
+    directory = tables_dir(tables)
+    if not profile.measurable_here and not LatencyTable.exists(directory, profile.name):
+        return LatencyTable.load(directory, profile.name, create=True)  # filled by estimates
+    table = LatencyTable.load(directory, profile.name)
     if check_fresh and profile.measurable_here and table.measured_keys():
         table.check_fresh(host_facts(profile))
     return table
@@ -34,10 +37,24 @@ def open_predictor(analysis, device: str, tables: str | Path | None = None, chec
 
     Raises ``TableError`` (no table), ``StaleTableError`` (host table measured on another
     CPU or runtime) or ``MissingKernelsError`` (the model's kernels are not all there).
+    For a device that cannot be measured from here and whose table holds only estimates,
+    missing kernels are estimated on the fly (in memory, marked ``estimated``).
     """
+    from hwprune.devices import load_profile
     from hwprune.latency._predict import LatencyPredictor
+    from hwprune.latency._profiler import needed_keys
 
+    profile = load_profile(device)
     table = open_table(device, tables, check_fresh)
+    if not profile.measurable_here and table.kind in ("estimated", "empty"):
+        missing = needed_keys(analysis) - set(table.rows)
+        if missing:
+            from hwprune.devices._estimate import AnalyticEstimator
+
+            est = AnalyticEstimator(profile)
+            for key in missing:
+                table.put(key, est.estimate_ms(KernelSig.from_key(key)), "estimated", est.method)
+            table.meta.setdefault("estimator", est.describe())
     predictor = LatencyPredictor(analysis, table)
     predictor.check_complete()
     return predictor

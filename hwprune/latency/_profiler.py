@@ -131,6 +131,7 @@ class ProfileReport:
     calibration_points: int = 0
     seconds: float = 0.0
     table_path: str = ""
+    stale_note: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -149,16 +150,18 @@ def profile_model(analysis: Analysis, table: LatencyTable, runner: Runner, ancho
     """Time what the table lacks for ``analysis``'s model, interpolate, calibrate, save."""
     t0 = time.perf_counter()
     facts = runner.describe()
+    stale_note = None
+    if not rebuild and table.measured_keys():
+        try:
+            table.check_fresh(facts)
+        except StaleTableError as exc:
+            # Measurements of another machine or runtime are kept, moved aside, never mixed in.
+            stale_note = f"{str(exc).split('; re-measure')[0]}; moved to {table.archive()}"
+            rebuild = True
     if rebuild:
         table.rows.clear()
         table.meta["calibration"] = []
         table.meta["models"] = {}
-    elif table.measured_keys():
-        try:
-            table.check_fresh(facts)
-        except StaleTableError as exc:
-            raise StaleTableError(str(exc).split("; re-measure")[0],
-                                  f"re-measure from scratch with --rebuild") from None
     table.meta["measured_on"] = {k: v for k, v in facts.items()}
     table.meta["timing_protocol"] = dict(runner.protocol.__dict__, statistic="median",
                                          note="one onnxruntime session per micro model, "
@@ -167,7 +170,8 @@ def profile_model(analysis: Analysis, table: LatencyTable, runner: Runner, ancho
     have = table.measured_keys()
     todo = [k for k in wanted if k not in have]
     report = ProfileReport(table.device, analysis.model_key, len(analysis.templates),
-                           len(needed_keys(analysis)), reused=len(wanted) - len(todo))
+                           len(needed_keys(analysis)), reused=len(wanted) - len(todo),
+                           stale_note=stale_note)
     method = (f"{facts.get('runtime')} {facts.get('runtime_version')} {facts.get('provider', '')} "
               f"threads={facts.get('threads')} on {facts.get('cpu', facts.get('machine', '?'))} "
               f"via {facts.get('runner')}").strip()

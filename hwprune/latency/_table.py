@@ -142,6 +142,17 @@ class LatencyTable:
         if journal.exists():
             journal.unlink()
 
+    def archive(self) -> Path:
+        """Move this table's files to ``stale/<device>-<date>.*``; returns the folder."""
+        assert self.directory is not None
+        dest = self.directory / "stale"
+        dest.mkdir(parents=True, exist_ok=True)
+        stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+        for src in self.paths(self.directory, self.device):
+            if src.exists():
+                os.replace(src, dest / f"{self.device}-{stamp}{''.join(src.suffixes)}")
+        return dest
+
     # ---- content -----------------------------------------------------------------------
     def frame(self) -> pd.DataFrame:
         records = []

@@ -103,3 +103,16 @@ def test_worker_that_never_answers_fails_fast():
     with pytest.raises((DeviceError, DeviceTimeoutError)):
         w.prepare()
     w.close()
+
+
+def test_stale_table_is_moved_aside_not_mixed(tmp_path, r20):
+    table = LatencyTable.load(tmp_path, "host", create=True)
+    profile_model(r20, table, OrtLocalRunner(protocol=FAST), calibrate=False, progress=False)
+    t = LatencyTable.load(tmp_path, "host")
+    t.meta["measured_on"]["cpu"] = "Some Other CPU"
+    t.save()
+    report = profile_model(r20, LatencyTable.load(tmp_path, "host"), OrtLocalRunner(protocol=FAST),
+                           calibrate=False, progress=False)
+    assert report.stale_note and "cpu" in report.stale_note
+    assert report.reused == 0 and report.timed == len(anchor_keys(r20, 5))
+    assert list((tmp_path / "stale").glob("host-*.csv.gz"))

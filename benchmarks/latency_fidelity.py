@@ -1,0 +1,131 @@
+"""Latency fidelity on the host: predicted (table) vs measured end-to-end latency.
+
+For each model, 30 seeded random plans (every group's ratio drawn from [0, 0.7]) are
+pruned, exported and timed end to end with onnxruntime (the host profile's threads and
+optimization level, median of many runs), and compared with the table's prediction.
+Tables missing a model are profiled first (the time and number of timed kernels are
+reported). Run on a quiet machine: other processes on the cores distort both sides.
+
+    python benchmarks/latency_fidelity.py                 # all four models, 30 plans each
+    python benchmarks/latency_fidelity.py --models demo --plans 10
+
+Writes benchmarks/results/latency_fidelity.csv (one row per plan) and .md (summary).
+"""
+from __future__ import annotations
+
+import argparse
+import random
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+
+from hwprune._paths import tables_dir
+from hwprune.analysis import analyze
+from hwprune.devices import load_profile
+from hwprune.devices._ort_runner import OrtLocalRunner, cpu_model, make_session, random_feeds, time_ort
+from hwprune.devices._runner import TimingProtocol
+from hwprune.latency import host_facts
+from hwprune.latency._predict import LatencyPredictor
+from hwprune.latency._profiler import profile_model
+from hwprune.latency._table import LatencyTable
+from hwprune.models import load_model
+from hwprune.onnx_export import to_onnx_bytes
+
+MODELS = ["resnet18", "mobilenet_v2", "resnet20", "demo"]
+OUT = Path(__file__).parent / "results"
+
+
+def md_table(df: pd.DataFrame) -> str:
+    def cell(v):
+        return f"{v:.3f}" if isinstance(v, float) else str(v)
+    head = "| " + " | ".join(df.columns) + " |"
+    sep = "|" + "|".join("---" for _ in df.columns) + "|"
+    body = ["| " + " | ".join(cell(v) for v in row) + " |" for row in df.itertuples(index=False)]
+    return "\n".join([head, sep, *body])
+
+
+def spearman(a: list[float], b: list[float]) -> float:
+    ra, rb = pd.Series(a).rank(), pd.Series(b).rank()
+    return float(ra.corr(rb))
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--models", nargs="+", default=MODELS)
+    ap.add_argument("--plans", type=int, default=30)
+    ap.add_argument("--max-ratio", type=float, default=0.7)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--tables", help="table folder (default: the shipped latency_tables/)")
+    ap.add_argument("--min-time", type=float, default=1.0, help="seconds of timed runs per plan")
+    args = ap.parse_args()
+
+    profile = load_profile("host")
+    directory = tables_dir(args.tables)
+    rows, summary, builds = [], [], []
+    for name in args.models:
+        analysis = analyze(load_model(name))
+        table = LatencyTable.load(directory, "host", create=True)
+        if analysis.model_key not in table.meta.get("models", {}) or table.meta.get("measured_on", {}).get("cpu") != cpu_model():
+            runner = OrtLocalRunner(profile.threads, protocol=TimingProtocol(warmup=10, repeats=50, min_time_s=0.1))
+            start = time.perf_counter()
+            with runner:
+                rep = profile_model(analysis, table, runner, progress=sys.stderr.isatty())
+            builds.append({"model": name, "seconds": time.perf_counter() - start, "timed": rep.timed,
+                           "reused": rep.reused, "interpolated": rep.interpolated,
+                           "calibration_points": rep.calibration_points})
+            table = LatencyTable.load(directory, "host")
+        table.check_fresh(host_facts(profile))
+        pred = LatencyPredictor(analysis, table)
+        rng = random.Random(args.seed)
+        plans = [analysis.space.random_plan(rng, 0.0, args.max_ratio) for _ in range(args.plans)]
+        t0 = time.perf_counter()
+        for p in plans:
+            pred.predict_ms(p)
+        predict_us = (time.perf_counter() - t0) / len(plans) * 1e6
+        predicted, measured = [], []
+        for i, plan in enumerate(plans):
+            sess = make_session(to_onnx_bytes(analysis.space.apply(plan), analysis.lm.input_shape),
+                                profile.threads)
+            m = time_ort(sess, random_feeds(sess), TimingProtocol(warmup=10, repeats=30, min_time_s=args.min_time))
+            p = pred.predict_ms(plan)
+            predicted.append(p)
+            measured.append(m.median_ms)
+            rows.append({"model": name, "plan": i, "predicted_ms": p, "measured_ms": m.median_ms,
+                         "measured_p10_ms": m.p10_ms, "measured_p90_ms": m.p90_ms,
+                         "error_pct": 100 * (p - m.median_ms) / m.median_ms,
+                         "macs": analysis.cost.cost(plan).macs})
+            print(f"{name} plan {i:2d}: predicted {p:8.3f} ms  measured {m.median_ms:8.3f} ms  "
+                  f"({100 * (p - m.median_ms) / m.median_ms:+5.1f}%)", file=sys.stderr)
+        errs = [abs(r["error_pct"]) for r in rows if r["model"] == name]
+        summary.append({"model": name, "input": "x".join(map(str, analysis.lm.input_shape)),
+                        "plans": len(plans), "within_10pct": sum(e <= 10 for e in errs),
+                        "median_abs_error_pct": statistics.median(errs), "max_abs_error_pct": max(errs),
+                        "spearman": spearman(predicted, measured),
+                        "spearman_macs": spearman([r["macs"] for r in rows if r["model"] == name], measured),
+                        "calibration": pred.calibration_scope, "predict_us_per_plan": predict_us})
+    OUT.mkdir(exist_ok=True)
+    df, sm = pd.DataFrame(rows), pd.DataFrame(summary)
+    df.to_csv(OUT / "latency_fidelity.csv", index=False)
+    allerr = df["error_pct"].abs()
+    facts = host_facts(profile)
+    lines = ["# Latency fidelity on the host", "",
+             f"Machine: {facts['cpu']}; onnxruntime {facts['runtime_version']}, "
+             f"{facts['threads']} thread(s), graph optimization '{facts['graph_optimization_level']}'. "
+             f"Date: {time.strftime('%Y-%m-%d')}. Plans: ratios uniform in [0, {args.max_ratio}] per group, seed {args.seed}.",
+             "", md_table(sm), "",
+             f"All models: {int((allerr <= 10).sum())}/{len(df)} plans within +-10% "
+             f"({(allerr <= 10).mean():.1%}); median absolute error {allerr.median():.2f}%."]
+    if builds:
+        lines += ["", "Table builds in this run:", "", md_table(pd.DataFrame(builds))]
+    lines += ["", "`spearman_macs` is the rank correlation a MAC count would give, for comparison."]
+    text = "\n".join(lines) + "\n"
+    (OUT / "latency_fidelity.md").write_text(text)
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -329,14 +329,29 @@ def measure_plan_ms(analysis, plan, profile, repeats: int = 100) -> float:
 
 # ---- search / export / worker --------------------------------------------------------------
 def cmd_search(args: argparse.Namespace) -> int:
+    import time as _time
+
     from hwprune.search._run import run_search
 
+    if not args.latency and not args.memory:
+        raise ConfigError("give a budget: --latency (e.g. 20ms, 0.02s, 50%) and/or --memory (e.g. 4MB)")
+    if args.trials < 1:
+        raise ConfigError(f"--trials must be at least 1, got {args.trials}")
+    run_dir = args.run_dir
+    if run_dir is None:
+        if args.resume:
+            raise ConfigError("--resume needs --run-dir (the run to continue)")
+        stem = Path(args.model.split(":")[-1] if ":" in args.model else args.model).stem
+        run_dir = f"runs/{stem}-{Path(args.device).stem}-{_time.strftime('%Y%m%d-%H%M%S')}"
     result = run_search(
         model=args.model, weights=args.weights, input_shape=args.input_shape, device=args.device,
         latency=args.latency, memory=args.memory, trials=args.trials, seed=args.seed,
-        run_dir=args.run_dir, resume=args.resume, storage_url=args.storage, pareto=args.pareto,
-        finetune_steps=args.finetune_steps, candidate_finetune_steps=args.candidate_finetune_steps,
-        data_dir=args.data, task=args.task, tables=args.tables, progress=not args.no_progress)
+        run_dir=run_dir, resume=args.resume, storage_url=args.storage, study_name=args.study_name,
+        pareto=args.pareto, sampler=args.sampler, finetune_steps=args.finetune_steps,
+        candidate_finetune_steps=args.candidate_finetune_steps, lr=args.lr, data_dir=args.data,
+        task=args.task, tables=args.tables, calibration_images=args.calibration_images,
+        val_images=args.val_images, measure=not args.no_measure,
+        progress=not args.no_progress and sys.stderr.isatty())
     for w in result.get("warnings", []):
         print(f"hwprune: warning: {w}", file=sys.stderr)
     if args.format == "json":
@@ -345,7 +360,8 @@ def cmd_search(args: argparse.Namespace) -> int:
     summary_md = Path(result["run_dir"]) / "summary.md"
     if summary_md.is_file():
         print(summary_md.read_text().rstrip())
-    print(f"\nrun directory: {result['run_dir']}")
+    print(f"\nrun directory: {result['run_dir']}  (export it: hwprune export {result['run_dir']} "
+          f"--device {args.device})")
     return 0
 
 
@@ -461,12 +477,26 @@ def build_parser() -> argparse.ArgumentParser:
     _add_model(s, default="demo")
     s.add_argument("--latency", help="budget: 20ms, 0.02s or 50%% (of the dense model's predicted latency)")
     s.add_argument("--memory", help="budget for weights + peak activations: 4MB, 512KB or 50%%")
-    s.add_argument("--trials", type=int, default=100, help="Optuna trials (default 100)")
+    s.add_argument("--trials", type=int, default=100,
+                   help="candidates to evaluate (default 100); plans predicted over budget are "
+                        "recorded without costing an evaluation")
     s.add_argument("--seed", type=int, default=0, help="sampler seed (default 0)")
+    s.add_argument("--sampler", choices=("tpe", "random", "nsga2"),
+                   help="Optuna sampler (default: tpe; nsga2 with --pareto)")
     s.add_argument("--run-dir", help="run directory (default runs/MODEL-DEVICE-TIMESTAMP)")
     s.add_argument("--resume", action="store_true", help="continue the study in --run-dir")
-    s.add_argument("--storage", metavar="URL", help="shared Optuna storage, e.g. postgresql://user@db/hwprune")
+    s.add_argument("--storage", metavar="URL",
+                   help="shared Optuna storage so several processes/machines work on one study, "
+                        "e.g. postgresql://user:pw@dbhost/hwprune or sqlite:///study.db")
+    s.add_argument("--study-name", help="study name inside --storage (default derived from the run)")
     s.add_argument("--pareto", action="store_true", help="search the accuracy/latency front")
+    s.add_argument("--lr", type=float, default=0.01, help="fine-tune learning rate (default 0.01)")
+    s.add_argument("--calibration-images", type=int, default=512,
+                   help="training images for adaptive batch-norm per candidate (default 512)")
+    s.add_argument("--val-images", type=int, default=2000,
+                   help="validation images scored per candidate (default 2000)")
+    s.add_argument("--no-measure", action="store_true",
+                   help="do not time the winner end to end on the host")
     s.add_argument("--finetune-steps", type=int, default=300, help="KD fine-tune steps for the winner (default 300)")
     s.add_argument("--candidate-finetune-steps", type=int, default=0,
                    help="fine-tune steps per candidate before scoring (default 0: adaptive BN only)")

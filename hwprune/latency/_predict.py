@@ -20,9 +20,11 @@ class KernelTime:
 
 
 def fit_calibration(points: list[tuple[float, float]]) -> tuple[float, float]:
-    """Least squares ``measured = scale * sum_of_kernels + offset`` (ms).
+    """Least squares ``measured = scale * kernel_sum + offset`` (ms), with ``offset >= 0``.
 
-    With fewer than 3 points or no spread, a pure scale (offset 0) is fitted instead.
+    A negative offset would make small plans, outside the calibration points, predict
+    below zero; with fewer than 3 points, no spread, or a negative offset, a pure scale is
+    fitted instead.
     """
     if not points:
         return 1.0, 0.0
@@ -33,9 +35,9 @@ def fit_calibration(points: list[tuple[float, float]]) -> tuple[float, float]:
     if n >= 3 and sxx > 1e-12 * max(mx * mx, 1e-12):
         a = sum((x - mx) * (y - my) for x, y in zip(xs, ys)) / sxx
         b = my - a * mx
-        if a > 0:
+        if a > 0 and b >= 0:
             return a, b
-    return sum(ys) / sum(xs), 0.0
+    return sum(x * y for x, y in zip(xs, ys)) / sum(x * x for x in xs), 0.0
 
 
 class LatencyPredictor:
@@ -51,6 +53,12 @@ class LatencyPredictor:
         self.lookup = table.lookup()
         self.sources = {k: r["source"] for k, r in table.rows.items()}
         self.groups = [g.name for g in analysis.space.groups]
+        # Each timed micro model includes one session.run of harness overhead that the
+        # whole model pays once; it is measured with the table and taken off every kernel.
+        self.overhead_ms = float(table.meta.get("runner_overhead_ms", 0.0) or 0.0)
+        if self.overhead_ms:
+            self.lookup = {k: (max(v - self.overhead_ms, 0.1 * v) if self.sources.get(k) != "estimated" else v)
+                           for k, v in self.lookup.items()}
         cal = table.meta.get("calibration", [])
         mine = [(p["kernel_sum_ms"], p["measured_ms"]) for p in cal
                 if p.get("model") == analysis.model_key]
@@ -96,6 +104,7 @@ class LatencyPredictor:
             + "; ".join(uniq[:3]) + (" ..." if len(uniq) > 3 else ""), uniq, f"fill them with: {cmd}")
 
     def kernel_sum_ms(self, plan: PruningPlan) -> float:
+        """Sum of the plan's kernel latencies (net of harness overhead), before calibration."""
         keep = self._keep(plan)
         total, missing = 0.0, []
         lookup = self.lookup

@@ -166,6 +166,8 @@ def profile_model(analysis: Analysis, table: LatencyTable, runner: Runner, ancho
     table.meta["timing_protocol"] = dict(runner.protocol.__dict__, statistic="median",
                                          note="one onnxruntime session per micro model, "
                                               "seeded random inputs, wall clock per run")
+    if "runner_overhead_ms" not in table.meta:
+        table.meta["runner_overhead_ms"] = _harness_overhead_ms(runner)
     wanted = anchor_keys(analysis, anchors)
     have = table.measured_keys()
     todo = [k for k in wanted if k not in have]
@@ -207,6 +209,19 @@ def profile_model(analysis: Analysis, table: LatencyTable, runner: Runner, ancho
     return report
 
 
+def _harness_overhead_ms(runner: Runner) -> float:
+    """Latency of a near-empty model (one ReLU on one value): the per-run harness cost."""
+    from onnx import TensorProto, helper
+
+    g = helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "overhead",
+                          [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 1, 1, 1])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 1, 1, 1])])
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    m.ir_version = 8
+    res = next(iter(runner.measure([MicroModel("overhead:relu:1x1x1x1", m.SerializeToString())])))
+    return 0.0 if res.error else float(res.median_ms)
+
+
 def _calibrate(analysis: Analysis, table: LatencyTable, runner: Runner, progress: bool) -> int:
     from hwprune.latency._predict import LatencyPredictor
     from hwprune.onnx_export import to_onnx_bytes
@@ -231,8 +246,9 @@ def _calibrate(analysis: Analysis, table: LatencyTable, runner: Runner, progress
     finally:
         bar.close()
     table.meta["calibration"] = points
-    table.meta["calibration_model"] = ("per model: measured_ms = scale * kernel_sum_ms + offset, "
-                                       "least squares over the model's points")
+    table.meta["calibration_model"] = ("per model: measured_ms = scale * kernel_sum_ms + offset "
+                                       "(offset >= 0), least squares over the model's points; "
+                                       "kernel_sum_ms excludes runner_overhead_ms per kernel")
     return sum(1 for p in points if p["model"] == analysis.model_key)
 
 

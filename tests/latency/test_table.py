@@ -84,6 +84,9 @@ def test_journal_survives_a_kill(tmp_path):
 def test_calibration_fit():
     assert fit_calibration([(1.0, 1.5), (2.0, 2.5), (3.0, 3.5)]) == pytest.approx((1.0, 0.5))
     assert fit_calibration([(2.0, 3.0)]) == pytest.approx((1.5, 0.0))
+    # a negative offset is refused: pure scale instead, so no plan predicts below zero
+    a, b = fit_calibration([(1.0, 0.5), (2.0, 1.6), (3.0, 2.7)])
+    assert b == 0.0 and a > 0
     assert fit_calibration([]) == (1.0, 0.0)
 
 

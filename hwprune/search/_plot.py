@@ -1,0 +1,69 @@
+"""``trials.png``: every trial's predicted latency against its validation accuracy."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Sequence
+
+from hwprune.search._budget import Budget
+from hwprune.search._study import TrialRecord
+
+__all__ = ["plot_trials"]
+
+
+def plot_trials(records: Sequence[TrialRecord], budget: Budget, path: str | Path, *,
+                chosen: int | None = None, dense_ms: float | None = None,
+                front: Sequence[TrialRecord] = (), title: str = "") -> Path:
+    """Scatter of predicted latency (ms) vs validation accuracy, written to ``path``.
+
+    Scored trials are dots (uniform seeds as squares); trials over budget have no
+    accuracy, so they are ticks along the bottom edge at their predicted latency. The
+    latency budget and the dense latency are vertical lines; ``chosen`` (a trial number)
+    is ringed. Renders with matplotlib's Agg canvas, so it needs no display.
+    """
+    # A bare Figure on an Agg canvas: no pyplot, so no global backend switch and no
+    # figure registry to leak from in a long-lived process.
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    path = Path(path)
+    fig = Figure(figsize=(7, 4.5), dpi=120)
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
+    scored = [r for r in records if r.scored]
+    sampled = [r for r in scored if r.source != "uniform"]
+    uniform = [r for r in scored if r.source == "uniform"]
+    over = [r for r in records if r.state == "COMPLETE" and not r.feasible
+            and r.predicted_ms is not None]
+    if sampled:
+        ax.scatter([r.predicted_ms for r in sampled], [r.val_accuracy for r in sampled],
+                   s=16, c="tab:blue", alpha=0.7, label=f"within budget ({len(sampled)})")
+    if uniform:
+        ax.scatter([r.predicted_ms for r in uniform], [r.val_accuracy for r in uniform],
+                   s=30, marker="s", c="tab:green", label=f"uniform width ({len(uniform)})")
+    if front and len(front) > 1:
+        ax.plot([r.predicted_ms for r in front], [r.val_accuracy for r in front],
+                c="tab:purple", lw=1, label="Pareto front")
+    if over:
+        ax.scatter([r.predicted_ms for r in over], [0.0] * len(over), marker="|", s=120,
+                   c="tab:red", alpha=0.5, transform=ax.get_xaxis_transform(),
+                   label=f"over budget, not evaluated ({len(over)})")
+    if budget.latency_ms is not None:
+        ax.axvline(budget.latency_ms, c="tab:red", ls="--", lw=1,
+                   label=f"latency budget {budget.latency_ms:.3g} ms")
+    if dense_ms is not None:
+        ax.axvline(dense_ms, c="grey", ls=":", lw=1, label=f"dense {dense_ms:.3g} ms")
+    pick = [r for r in scored if r.number == chosen]
+    if pick:
+        r = pick[0]
+        ax.scatter([r.predicted_ms], [r.val_accuracy], s=160, facecolors="none",
+                   edgecolors="black", linewidths=1.5, label=f"chosen (trial {r.number})")
+    ax.set_xlabel("predicted latency (ms)")
+    ax.set_ylabel("validation accuracy (search scoring)")
+    ax.set_title(title or "hwprune search trials")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="lower right")
+    fig.tight_layout()
+    tmp = path.with_suffix(".tmp.png")
+    fig.savefig(tmp)
+    tmp.replace(path)
+    return path

@@ -1,0 +1,412 @@
+"""``hwprune search`` end to end: budget, study, winner fine-tune, measurement, run directory.
+
+The run directory a search leaves behind::
+
+    RUN_DIR/
+      study.journal   the Optuna study (append-only; --resume continues it)
+      plan.json       the winning PruningPlan
+      model.pt        the pruned, fine-tuned model's state_dict (rebuild: load_pruned)
+      model.onnx      the same model in ONNX (input "input", output "output")
+      trials.csv      every trial: kept channels per group, prediction, feasibility, accuracy
+      pareto.csv      --pareto only: the accuracy/latency front of the scored trials
+      trials.png      predicted latency vs validation accuracy, budget line, chosen model
+      summary.md      the same as summary.json, for people
+      summary.json    written last; "status": "finished" only once everything above exists
+
+A pruned model's ``state_dict`` has narrower tensors than the original architecture, so
+it loads only into a model pruned by the same plan::
+
+    from hwprune.search import load_pruned
+    model = load_pruned("runs/demo")          # rebuilds from plan.json, loads model.pt
+
+which is ``PruningSpace(load_model(spec, pretrained=False)).apply(plan)`` followed by
+``load_state_dict``: the plan fixes every tensor shape, the weights come from model.pt.
+"""
+from __future__ import annotations
+
+import json
+import os
+import platform
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+
+from hwprune import __version__
+from hwprune.errors import ConfigError, HwpruneError, PlanError
+from hwprune.pruning import PruningPlan
+from hwprune.search._budget import Budget, check_reachable, format_bytes
+from hwprune.search._study import (JOURNAL_NAME, AccuracyScorer, PlanSearch, TrialRecord,
+                                    plan_from_keep)
+
+__all__ = ["run_search", "load_pruned", "measure_latency_ms", "estimated_table_warning",
+           "fresh_train_loader"]
+
+SUMMARY_NAME = "summary.json"
+KD_ALPHA = 0.5
+KD_TEMPERATURE = 4.0
+
+
+# --------------------------------------------------------------------------- helpers
+
+def _atomic_write(path: Path, data: str | bytes) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    if isinstance(data, bytes):
+        tmp.write_bytes(data)
+    else:
+        tmp.write_text(data)
+    tmp.replace(path)
+
+
+def _now() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S%z")
+
+
+def fresh_train_loader(loader: Any) -> Any:
+    """A copy of a :class:`TensorLoader` restarted at its seed, so every fine-tune sees
+    the same batches in the same order whatever ran before (other loaders pass through).
+    """
+    from hwprune.search._data import TensorLoader
+
+    if not isinstance(loader, TensorLoader):
+        return loader
+    return TensorLoader(loader.images, loader.labels, batch_size=loader.batch_size,
+                        shuffle=loader.shuffle, seed=loader.seed, augment=loader.augment,
+                        pad=loader.pad, mean=loader.mean, std=loader.std,
+                        drop_last=loader.drop_last)
+
+
+def measure_latency_ms(onnx_model: bytes | str, profile: Any, *, warmup: int = 50,
+                       repeats: int = 300, min_time_s: float = 1.0) -> dict[str, Any]:
+    """End-to-end onnxruntime latency on this machine with the profile's runtime settings.
+
+    Returns the median and spread in milliseconds with the protocol used. Only meaningful
+    for a profile that is measurable here (the host).
+    """
+    from hwprune.devices._ort_runner import make_session, random_feeds, time_ort
+    from hwprune.devices._runner import TimingProtocol
+
+    rt = profile.runtime
+    sess = make_session(onnx_model, profile.threads, rt.get("graph_optimization_level", "all"),
+                        rt.get("provider", "CPUExecutionProvider"))
+    proto = TimingProtocol(warmup=warmup, repeats=repeats, min_time_s=min_time_s)
+    m = time_ort(sess, random_feeds(sess), proto)
+    return {"median_ms": m.median_ms, "p10_ms": m.p10_ms, "p90_ms": m.p90_ms, "runs": m.runs,
+            "warmup": m.warmup, "threads": profile.threads, "runtime": "onnxruntime"}
+
+
+def estimated_table_warning(table_kind: str, device: str, model_spec: str) -> str | None:
+    """The warning for a table that is not all measured on the device (None if it is)."""
+    if table_kind == "measured":
+        return None
+    return (f"the '{device}' latency table is {table_kind} (not measured on the device), so "
+            f"predicted latencies and the budget check are estimates; measure the real device "
+            f"with: hwprune profile --device {device} --model {model_spec} "
+            f"--runner 'ssh user@board hwprune worker' (onnxruntime) or --rpc HOST:PORT (TVM RPC)")
+
+
+def _load_task(task: str | None, data_dir: str | os.PathLike | None, input_shape: tuple[int, ...],
+               model_id: str):
+    from hwprune.search._data import load_fashion_mnist, load_user_task
+
+    if task:
+        data = load_user_task(task)
+    else:
+        if tuple(input_shape[1:]) != (1, 28, 28):
+            raise ConfigError(f"model '{model_id}' takes {'x'.join(map(str, input_shape))} inputs; "
+                              "the built-in task is Fashion-MNIST (1x28x28)",
+                              "pass --task path/to/data.py defining train_loader() and val_loader()")
+        data = load_fashion_mnist(data_dir)
+    if data.input_shape is not None and tuple(data.input_shape) != tuple(input_shape[1:]):
+        raise ConfigError(f"task '{data.name}' yields {'x'.join(map(str, data.input_shape))} samples, "
+                          f"the model takes {'x'.join(map(str, input_shape[1:]))}",
+                          "pass a matching --input-shape or task")
+    return data
+
+
+def _model_facts(cost: Any, predicted_ms: float,
+                 measured: dict | None, val: float | None, test: float | None) -> dict[str, Any]:
+    return {"accuracy": {"val": val, "test": test},
+            "predicted_ms": predicted_ms,
+            "measured_ms": measured["median_ms"] if measured else None,
+            "measured": measured,
+            "params": cost.params, "macs": cost.macs, "weight_bytes": cost.weight_bytes,
+            "peak_activation_bytes": cost.peak_activation_bytes,
+            "memory_bytes": cost.memory_bytes}
+
+
+def _trials_csv(records: list[TrialRecord], path: Path) -> None:
+    import pandas as pd
+
+    frame = pd.DataFrame([r.row() for r in records])
+    _atomic_write(path, frame.to_csv(index=False))
+
+
+def _fmt(v: Any, spec: str = ".4f") -> str:
+    return "-" if v is None else format(v, spec)
+
+
+def _summary_md(s: dict[str, Any]) -> str:
+    d, p = s["dense"], s["pruned"]
+    b = s["budget"]
+    lines = [
+        f"# hwprune search: {s['model']['model_id']} on {s['device']}",
+        "",
+        f"Budget: {s['budget_text']}. Latency table: {s['table_kind']} "
+        f"(calibration: {s['calibration_scope']}).",
+        "",
+        "| | dense | pruned |",
+        "|---|---:|---:|",
+        f"| val accuracy | {_fmt(d['accuracy']['val'])} | {_fmt(p['accuracy']['val'])} |",
+        f"| test accuracy | {_fmt(d['accuracy']['test'])} | {_fmt(p['accuracy']['test'])} |",
+        f"| predicted latency (ms) | {_fmt(d['predicted_ms'], '.4g')} | {_fmt(p['predicted_ms'], '.4g')} |",
+        f"| measured latency (ms, median) | {_fmt(d['measured_ms'], '.4g')} | {_fmt(p['measured_ms'], '.4g')} |",
+        f"| params | {d['params']:,} | {p['params']:,} |",
+        f"| MACs | {d['macs']:,} | {p['macs']:,} |",
+        f"| memory (weights + peak activations) | {format_bytes(d['memory_bytes'])} | "
+        f"{format_bytes(p['memory_bytes'])} |",
+        "",
+        f"Search: {s['search']['evaluated']} candidates evaluated of {s['search']['proposed_total']} "
+        f"proposed ({s['search']['infeasible']} over budget, not evaluated), sampler "
+        f"{s['search']['sampler']}, seed {s['search']['seed']}, {s['search']['wall_s']:.0f} s. "
+        f"Winner: trial {s['search']['best_trial']}, fine-tuned {s['finetune']['steps']} steps "
+        f"with the dense model as teacher ({s['finetune']['wall_s']:.0f} s).",
+        "",
+        "Kept channels per group:",
+        "",
+        "| group | kept | of |",
+        "|---|---:|---:|",
+    ]
+    for g, k in s["plan_keep"].items():
+        lines.append(f"| {g} | {k} | {s['plan_dense'][g]} |")
+    if b.get("latency_ms") is not None and p["measured_ms"] is not None:
+        lines += ["", f"Measured latency is {p['measured_ms'] / b['latency_ms']:.0%} of the latency budget."]
+    for w in s["warnings"]:
+        lines += ["", f"**Warning:** {w}"]
+    for n in s["notes"]:
+        lines += ["", f"Note: {n}"]
+    return "\n".join(lines) + "\n"
+
+
+# --------------------------------------------------------------------------- run_search
+
+def run_search(*, model: str, weights: str | os.PathLike | None = None,
+               input_shape: str | tuple[int, ...] | None = None, device: str = "host",
+               latency: str | None = None, memory: str | None = None, trials: int = 40,
+               seed: int = 0, run_dir: str | os.PathLike, resume: bool = False,
+               storage_url: str | None = None, study_name: str | None = None,
+               pareto: bool = False, sampler: str | None = None, finetune_steps: int = 300,
+               candidate_finetune_steps: int = 0, lr: float = 0.01, data_dir: str | None = None,
+               task: str | None = None, tables: str | os.PathLike | None = None,
+               calibration_images: int = 512, val_images: int | None = 2000,
+               measure: bool = True, progress: bool = True,
+               log: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """Search per-group pruning ratios for the most accurate model within a budget.
+
+    ``latency`` is ``"20ms"``, ``"0.02s"`` or ``"50%"`` (of the dense model's predicted
+    latency on ``device``); ``memory`` is ``"4MB"``, ``"512KB"`` or ``"50%"`` (weights +
+    peak activations). ``trials`` candidates are *evaluated* (adaptive BN on
+    ``calibration_images`` training images, ``candidate_finetune_steps`` of fine-tuning,
+    accuracy on the first ``val_images`` validation images); plans predicted over budget
+    are recorded but cost no evaluation. The winner is fine-tuned ``finetune_steps``
+    steps with the dense model as teacher, then scored on the full validation and test
+    sets, and on a measurable device (the host) timed end to end with onnxruntime.
+
+    ``resume`` continues the study in ``run_dir``; ``storage_url`` (RDB URL, e.g.
+    ``postgresql://user:pw@host/db``) shares one study between worker processes; see
+    :mod:`hwprune.search._study`. Returns the summary (also written to
+    ``run_dir/summary.json``) with ``run_dir`` and ``warnings``.
+
+    >>> r = run_search(model="demo", latency="50%", trials=40, run_dir="runs/demo")  # doctest: +SKIP
+    >>> r["pruned"]["predicted_ms"] <= r["budget"]["latency_ms"]
+    True
+    """
+    from hwprune.analysis import analyze
+    from hwprune.devices import load_profile
+    from hwprune.latency import open_predictor
+    from hwprune.models import load_model
+    from hwprune.onnx_export import check_onnx, to_onnx_bytes
+    from hwprune.search._plot import plot_trials
+    from hwprune.search._train import adaptive_bn, evaluate, finetune
+
+    say = log or (lambda _msg: None)
+    t_start = time.perf_counter()
+    if trials <= 0:
+        raise ConfigError(f"the number of trials must be positive, got {trials}")
+    if finetune_steps < 0 or candidate_finetune_steps < 0:
+        raise ConfigError("fine-tuning steps must be zero or positive, got "
+                          f"{finetune_steps} and {candidate_finetune_steps}")
+    run_dir = Path(run_dir)
+    profile = load_profile(device)
+    lm = load_model(model, weights, input_shape)
+    analysis = analyze(lm)
+    space = analysis.space
+    predictor = open_predictor(analysis, profile.name, tables)
+    table_kind = predictor.table.kind
+    model_spec = lm.spec or lm.model_id
+
+    # ---- budget: parse and check reachability before anything expensive ---------------
+    dense_plan, floor_plan = space.dense_plan(), space.smallest_plan()
+    dense_ms = float(predictor.predict_ms(dense_plan))
+    dense_cost = analysis.cost.cost(dense_plan)
+    budget = Budget.parse(latency, memory, dense_ms, dense_cost.memory_bytes)
+    floor_ms = float(predictor.predict_ms(floor_plan))
+    check_reachable(budget, floor_ms, analysis.cost.cost(floor_plan).memory_bytes,
+                    lm.model_id, profile.name)
+    warnings = [w for w in [estimated_table_warning(table_kind, profile.name, model_spec)] if w]
+    if floor_ms <= 0:
+        warnings.append(f"the latency table predicts {floor_ms:.4g} ms for the smallest plan: its "
+                        f"calibration offset is off, so small plans look faster than they are; "
+                        f"re-profile with: hwprune profile --device {profile.name} "
+                        f"--model {model_spec} --rebuild")
+    if not storage_url and (run_dir / JOURNAL_NAME).is_file() and not resume:
+        raise ConfigError(f"run directory '{run_dir}' already holds a search ({JOURNAL_NAME})",
+                          "pass --resume to continue it, or choose another --run-dir")
+    say(f"budget: {budget.describe()}; dense predicted {dense_ms:.4g} ms, "
+        f"fastest reachable {floor_ms:.4g} ms ({table_kind} table)")
+
+    # ---- search -----------------------------------------------------------------------
+    data = _load_task(task, data_dir, lm.input_shape, lm.model_id)
+    dense = lm.model.eval()
+    scorer = AccuracyScorer(space, data, calibration_images=calibration_images,
+                            val_images=val_images, finetune_steps=candidate_finetune_steps,
+                            teacher=dense if candidate_finetune_steps else None, lr=lr, seed=seed)
+    search = PlanSearch(analysis, predictor, budget, scorer, device=profile.name, seed=seed,
+                        sampler=sampler, pareto=pareto, run_dir=run_dir, storage_url=storage_url,
+                        study_name=study_name, resume=resume, progress=progress)
+    # The study opened and matches this run: from here on the directory is not
+    # "finished" until the final summary says so (an earlier summary is superseded).
+    run_dir.mkdir(parents=True, exist_ok=True)
+    _atomic_write(run_dir / SUMMARY_NAME, json.dumps({"status": "running", "started": _now()},
+                                                     indent=2) + "\n")
+    if search.existed:
+        say(f"resuming study '{search.study_name}' with {search.evaluated_count()} evaluated candidates")
+    outcome = search.run(trials)
+    best = outcome.best
+    if best is None:  # the uniform seeds fit, so only failures get here
+        raise HwpruneError("the search scored no candidate within the budget",
+                           "see the error column of trials.csv")
+    plan = plan_from_keep(space, best.keep, created_by="hwprune search", device=profile.name,
+                          budget=budget.to_dict(), predicted_ms=best.predicted_ms,
+                          memory_bytes=best.memory_bytes, trial=best.number,
+                          search_val_accuracy=best.val_accuracy, seed=seed)
+    say(f"search: {outcome.evaluated} evaluated, {outcome.infeasible} over budget; best trial "
+        f"{best.number}: val {best.val_accuracy:.4f} at {best.predicted_ms:.4g} ms predicted "
+        f"({outcome.wall_s:.0f} s)")
+
+    # ---- the winner: prune, recalibrate, distil from the dense model -------------------
+    pruned = space.apply(plan)
+    adaptive_bn(pruned, data.calibration_batches(calibration_images), calibration_images)
+    ft_wall, ft_loss = 0.0, None
+    if finetune_steps > 0:
+        say(f"fine-tuning the winner {finetune_steps} steps with the dense model as teacher")
+        ft = finetune(pruned, fresh_train_loader(data.train), finetune_steps, lr, teacher=dense,
+                      kd_alpha=KD_ALPHA, temperature=KD_TEMPERATURE, seed=seed, progress=progress)
+        ft_wall, ft_loss = ft.wall_s, ft.final_loss
+    pruned.eval()
+    pruned_val = evaluate(pruned, data.val)
+    pruned_test = evaluate(pruned, data.test) if data.test is not None else None
+    dense_val = evaluate(dense, data.val)
+    dense_test = evaluate(dense, data.test) if data.test is not None else None
+
+    # ---- artifacts and end-to-end latency ----------------------------------------------
+    shape = tuple(lm.input_shape)
+    pruned_onnx = to_onnx_bytes(pruned, shape)
+    onnx_diff = check_onnx(pruned, pruned_onnx, shape)
+    dense_measured = pruned_measured = None
+    if measure and profile.measurable_here:
+        say("measuring dense and pruned latency with onnxruntime")
+        dense_measured = measure_latency_ms(to_onnx_bytes(dense, shape), profile)
+        pruned_measured = measure_latency_ms(pruned_onnx, profile)
+    plan.save(run_dir / "plan.json")
+    tmp = run_dir / "model.pt.tmp"
+    torch.save(pruned.state_dict(), tmp)
+    tmp.replace(run_dir / "model.pt")
+    _atomic_write(run_dir / "model.onnx", pruned_onnx)
+    records = search.records()
+    _trials_csv(records, run_dir / "trials.csv")
+    files = ["plan.json", "model.pt", "model.onnx", "trials.csv", "trials.png", "summary.md"]
+    if pareto:
+        _trials_csv(outcome.front, run_dir / "pareto.csv")
+        files.append("pareto.csv")
+    plot_trials(records, budget, run_dir / "trials.png", chosen=best.number, dense_ms=dense_ms,
+                front=outcome.front if pareto else (),
+                title=f"{lm.model_id} on {profile.name}: {budget.describe()}")
+
+    scored = [r for r in records if r.evaluated and r.duration_s is not None]
+    pruned_cost = analysis.cost.cost(plan)
+    summary: dict[str, Any] = {
+        "status": "finished",
+        "hwprune_version": __version__,
+        "finished": _now(),
+        "device": profile.name,
+        "model": {"spec": model_spec, "model_id": lm.model_id, "input_shape": list(shape),
+                  "weights": lm.weights},
+        "task": {"name": data.name, **{k: v for k, v in data.meta.items()
+                                       if isinstance(v, (str, int, float))}},
+        "budget": budget.to_dict(),
+        "budget_text": budget.describe(),
+        "dense": _model_facts(dense_cost, dense_ms, dense_measured, dense_val, dense_test),
+        "pruned": _model_facts(pruned_cost, best.predicted_ms, pruned_measured,
+                               pruned_val, pruned_test),
+        "predicted_latency_ms": best.predicted_ms,
+        "measured_latency_ms": pruned_measured["median_ms"] if pruned_measured else None,
+        "accuracy": {"val": pruned_val, "test": pruned_test, "search_val": best.val_accuracy,
+                     "search_val_images": val_images},
+        "fastest_reachable_ms": floor_ms,
+        "table_kind": table_kind,
+        "calibration_scope": predictor.calibration_scope,
+        "plan_keep": dict(plan.keep),
+        "plan_dense": dict(plan.dense),
+        "search": {"trials": trials, "evaluated": outcome.evaluated,
+                   "proposed_this_run": outcome.proposed, "proposed_total": len(records),
+                   "infeasible": outcome.infeasible, "sampler": search.sampler_name,
+                   "seed": seed, "pareto": pareto, "best_trial": best.number,
+                   "stop_reason": outcome.stop_reason, "wall_s": outcome.wall_s,
+                   "mean_candidate_s": (sum(r.duration_s for r in scored) / len(scored)
+                                        if scored else None),
+                   "candidate_finetune_steps": candidate_finetune_steps,
+                   "calibration_images": calibration_images,
+                   "study_name": search.study_name,
+                   "storage": storage_url or str(run_dir / JOURNAL_NAME),
+                   "pareto_front": [{"trial": r.number, "predicted_ms": r.predicted_ms,
+                                     "val_accuracy": r.val_accuracy} for r in outcome.front]
+                   if pareto else None},
+        "finetune": {"steps": finetune_steps, "lr": lr, "teacher": "dense", "kd_alpha": KD_ALPHA,
+                     "temperature": KD_TEMPERATURE, "wall_s": ft_wall, "final_loss": ft_loss},
+        "onnx_max_rel_diff": onnx_diff,
+        "host": {"machine": platform.node(), "torch_threads": torch.get_num_threads()},
+        "files": files,
+        "warnings": warnings,
+        "notes": outcome.notes,
+        "wall_s": time.perf_counter() - t_start,
+    }
+    _atomic_write(run_dir / "summary.md", _summary_md(summary))
+    _atomic_write(run_dir / SUMMARY_NAME, json.dumps(summary, indent=2) + "\n")  # last
+    return {**summary, "run_dir": str(run_dir)}
+
+
+def load_pruned(run_dir: str | os.PathLike) -> torch.nn.Module:
+    """Rebuild the pruned model of a finished run: architecture from ``plan.json``,
+    weights from ``model.pt``. Returns the module in eval mode.
+
+    >>> model = load_pruned("runs/demo")   # doctest: +SKIP
+    """
+    from hwprune.models import load_model
+    from hwprune.pruning import PruningSpace
+
+    run_dir = Path(run_dir)
+    try:
+        summary = json.loads((run_dir / SUMMARY_NAME).read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise PlanError(f"'{run_dir}' has no readable {SUMMARY_NAME}: {exc}",
+                        "run hwprune search to completion first") from exc
+    if summary.get("status") != "finished":
+        raise PlanError(f"the search in '{run_dir}' has not finished",
+                        "resume it with hwprune search --resume")
+    m = summary["model"]
+    lm = load_model(m["spec"], None, tuple(m["input_shape"]), pretrained=False)
+    model = PruningSpace(lm).apply(PruningPlan.load(run_dir / "plan.json"))
+    model.load_state_dict(torch.load(run_dir / "model.pt", weights_only=True))
+    return model.eval()

@@ -1,0 +1,615 @@
+"""The search loop: an Optuna study over per-group channel counts under a budget.
+
+Each coupled channel group of the pruning space is one integer Optuna variable, named by
+the group, holding an *index* into ``group.choices`` (ordered, so TPE can exploit "a bit
+wider / a bit narrower"). A trial:
+
+1. turns its parameters into a :class:`PruningPlan`;
+2. predicts the plan's latency (latency table) and memory (analytic cost) - about a
+   millisecond, no model is built;
+3. records both as user attributes and as Optuna constraints
+   (``trial.set_constraint``, Optuna 5; feasible means every value ``<= 0``);
+4. **only if the plan fits the budget** applies it, recalibrates BatchNorm on a few
+   hundred training images, optionally fine-tunes briefly, and scores validation
+   accuracy. An infeasible trial returns a sentinel (:data:`INFEASIBLE_SCORE`) without
+   touching the model, and is never chosen: the winner is picked from trials whose
+   ``evaluated`` attribute is true and whose prediction fits the budget.
+
+``trials`` counts *evaluated* candidates (the expensive part); infeasible proposals are
+free and are capped separately (``max_proposals``). A plan already scored in the study
+reuses that score (``duplicate_of``) instead of being evaluated again.
+
+Seeding: before sampling, the widest uniform-width plan that fits the budget and the next
+narrower uniform plans are enqueued, so a feasible, sensible answer exists after the
+first evaluation.
+
+Storage and resuming
+--------------------
+By default the study lives in ``RUN_DIR/study.journal`` (Optuna's
+``JournalStorage(JournalFileBackend(...))``, an append-only log safe for several processes
+on one machine). ``resume=True`` reopens it: finished trials are kept, trials left
+``RUNNING`` by a killed process are marked failed and their parameters re-queued, and the
+search runs until the study holds ``trials`` evaluated candidates.
+
+To share one study between processes on several machines, pass an RDB URL as
+``storage_url``, e.g. ``postgresql://user:password@db-host:5432/hwprune`` (needs
+``pip install psycopg2-binary``; MySQL works the same with ``mysql+pymysql://``).
+``sqlite:///study.db`` works for processes on one machine only. Start the same command
+(same model, device, budgets and ``--storage``) on each machine; every worker samples
+from the shared history, stops once the study holds ``trials`` evaluated candidates, and
+then finalizes the (same) best plan into its own run directory. Workers send heartbeats
+every 60 s; a trial whose worker died is failed after 180 s and re-queued once
+(``RetryHeartbeatStaleTrialCallback``).
+"""
+from __future__ import annotations
+
+import contextlib
+import math
+import sys
+import time
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterable, Iterator, Sequence
+
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+
+from hwprune import __version__
+from hwprune.errors import ConfigError, HwpruneError
+from hwprune.pruning import PruningPlan, PruningSpace
+from hwprune.search._budget import Budget
+
+__all__ = ["INFEASIBLE_SCORE", "SAMPLERS", "AccuracyScorer", "PlanCodec", "PlanSearch",
+           "SearchOutcome", "TrialRecord", "open_study", "plan_from_keep", "uniform_seed_plans",
+           "widest_uniform_plan"]
+
+INFEASIBLE_SCORE = -1.0
+"""Objective value of a trial over budget: below any accuracy, and never selected."""
+
+SAMPLERS = ("tpe", "random", "nsga2")
+JOURNAL_NAME = "study.journal"
+UNIFORM_RATIOS = tuple(round(0.05 * i, 2) for i in range(19))  # 0.0 .. 0.9
+_MAX_CONSECUTIVE_FAILURES = 3
+
+Scorer = Callable[[PruningPlan], float]
+
+
+class _CandidateError(Exception):
+    """Scoring one candidate failed: the trial is recorded as failed, the search goes on."""
+
+
+# --------------------------------------------------------------------------- plans
+
+class PlanCodec:
+    """Maps a plan to Optuna parameters (one int index per group) and back."""
+
+    def __init__(self, space: PruningSpace) -> None:
+        self.space = space
+        self.groups = list(space.groups)
+
+    def suggest(self, trial: optuna.Trial) -> PruningPlan:
+        keep = {g.name: g.choices[trial.suggest_int(g.name, 0, len(g.choices) - 1)]
+                for g in self.groups}
+        return plan_from_keep(self.space, keep)
+
+    def params(self, plan: PruningPlan) -> dict[str, int]:
+        full = self.space.full_keep(plan)
+        out = {}
+        for g in self.groups:
+            k = full[g.name]
+            if k not in g.choices:
+                raise ConfigError(f"group '{g.name}' keeps {k} channels, not one of its choices "
+                                  f"{', '.join(map(str, g.choices))}")
+            out[g.name] = g.choices.index(k)
+        return out
+
+    def plan(self, params: dict[str, Any]) -> PruningPlan:
+        keep = {g.name: g.choices[int(params[g.name])] if g.name in params else g.size
+                for g in self.groups}
+        return plan_from_keep(self.space, keep)
+
+    def signature(self) -> dict[str, list[int]]:
+        return {g.name: list(g.choices) for g in self.groups}
+
+
+def plan_from_keep(space: PruningSpace, keep: dict[str, int], **meta: Any) -> PruningPlan:
+    """A plan of ``space``'s model keeping ``keep[group]`` channels (others stay dense)."""
+    full = {g.name: int(keep.get(g.name, g.size)) for g in space.groups}
+    return PruningPlan(space.model_id, tuple(space.lm.input_shape), full,
+                       {g.name: g.size for g in space.groups}, meta=dict(meta))
+
+
+def widest_uniform_plan(space: PruningSpace, fits: Callable[[PruningPlan], bool],
+                        ratios: Sequence[float] = UNIFORM_RATIOS) -> PruningPlan | None:
+    """The least-pruned uniform-width plan for which ``fits(plan)`` holds, or None.
+
+    This is the *uniform baseline*: every group keeps the same share of its channels.
+    """
+    for r in sorted(ratios):
+        plan = space.uniform_plan(r)
+        if fits(plan):
+            return plan
+    return None
+
+
+def uniform_seed_plans(space: PruningSpace, fits: Callable[[PruningPlan], bool],
+                       count: int = 3) -> list[PruningPlan]:
+    """The widest uniform plan that fits plus the next narrower fitting ones (``count``
+    in all, distinct). Falls back to the smallest plan when no uniform plan fits."""
+    out: list[PruningPlan] = []
+    seen: set[tuple[int, ...]] = set()
+    for r in UNIFORM_RATIOS:
+        plan = space.uniform_plan(r)
+        key = tuple(space.full_keep(plan).values())
+        if key in seen or not fits(plan):
+            continue
+        seen.add(key)
+        out.append(plan)
+        if len(out) >= count:
+            break
+    if not out:
+        smallest = space.smallest_plan()
+        if fits(smallest):
+            smallest.meta["uniform_ratio"] = "floor"
+            out.append(smallest)
+    return out
+
+
+# --------------------------------------------------------------------------- scoring
+
+class AccuracyScorer:
+    """Scores a plan: prune, recalibrate BatchNorm, optionally fine-tune, validate.
+
+    ``calibration_images`` training images (a fixed sample, the same for every
+    candidate) re-estimate the BatchNorm statistics (adaptive BN, as in EagleEye);
+    ``val_images`` caps the validation images scored (the first ones of the split);
+    ``finetune_steps`` > 0 adds a short distillation fine-tune from ``teacher``.
+    ``calls`` counts how many plans were actually evaluated.
+    """
+
+    def __init__(self, space: PruningSpace, task: Any, *, calibration_images: int = 512,
+                 val_images: int | None = 2000, finetune_steps: int = 0,
+                 teacher: Any = None, lr: float = 0.01, seed: int = 0) -> None:
+        self.space = space
+        self.task = task
+        self.calibration_images = calibration_images
+        self.val_images = val_images
+        self.finetune_steps = finetune_steps
+        self.teacher = teacher
+        self.lr = lr
+        self.seed = seed
+        self.calls = 0
+
+    def __call__(self, plan: PruningPlan) -> float:
+        from hwprune.search._train import adaptive_bn, evaluate, finetune
+
+        self.calls += 1
+        model = self.space.apply(plan)
+        adaptive_bn(model, self.task.calibration_batches(self.calibration_images),
+                    self.calibration_images)
+        if self.finetune_steps > 0:
+            finetune(model, self.task.train, self.finetune_steps, self.lr, teacher=self.teacher,
+                     seed=self.seed, progress=False)
+        return evaluate(model, self.task.val, max_images=self.val_images)
+
+
+# --------------------------------------------------------------------------- storage
+
+def open_study(*, study_name: str, directions: Sequence[str], sampler: optuna.samplers.BaseSampler,
+               run_dir: str | Path | None = None, storage_url: str | None = None,
+               resume: bool = False) -> tuple[optuna.Study, bool]:
+    """Create or reopen the study; returns ``(study, existed)``.
+
+    With ``storage_url`` (an RDB URL) the study is shared: it is loaded when it exists,
+    whatever ``resume`` says. Otherwise it is ``run_dir/study.journal``, which must not
+    exist unless ``resume`` is true.
+    """
+    if storage_url:
+        if "://" not in storage_url:
+            raise ConfigError(f"storage URL must look like postgresql://user:pw@host/db or "
+                              f"sqlite:///path.db, got '{storage_url}'")
+        try:
+            with warnings.catch_warnings():
+                # heartbeats are "experimental" since Optuna 2.8; we rely on them knowingly
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                storage: Any = optuna.storages.RDBStorage(
+                    storage_url, heartbeat_interval=60, grace_period=180,
+                    heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(
+                        max_retry=1))
+        except ImportError as exc:
+            raise ConfigError(f"cannot open storage '{storage_url}': {exc}",
+                              "install the database driver, e.g. pip install psycopg2-binary") from exc
+        except Exception as exc:  # sqlalchemy errors: bad URL, unreachable server
+            raise ConfigError(f"cannot open storage '{storage_url}': {type(exc).__name__}: "
+                              f"{str(exc).splitlines()[0] if str(exc) else ''}") from exc
+        existed = study_name in [s.study_name for s in optuna.study.get_all_study_summaries(storage)]
+    else:
+        if run_dir is None:
+            raise ConfigError("a search needs a run directory or a storage URL")
+        run_dir = Path(run_dir)
+        run_dir.mkdir(parents=True, exist_ok=True)
+        journal = run_dir / JOURNAL_NAME
+        existed = journal.is_file() and journal.stat().st_size > 0
+        if existed and not resume:
+            raise ConfigError(f"run directory '{run_dir}' already holds a search ({JOURNAL_NAME})",
+                              "pass --resume to continue it, or choose another --run-dir")
+        from optuna.storages.journal import JournalFileBackend, JournalStorage
+
+        storage = JournalStorage(JournalFileBackend(str(journal)))
+        if existed and study_name not in [s.study_name for s in
+                                          optuna.study.get_all_study_summaries(storage)]:
+            raise ConfigError(f"'{journal}' holds another search than '{study_name}'",
+                              "resume with the same model, device and budgets, or use another --run-dir")
+    study = optuna.create_study(storage=storage, sampler=sampler, study_name=study_name,
+                                directions=list(directions), load_if_exists=True)
+    return study, existed
+
+
+# --------------------------------------------------------------------------- records
+
+@dataclass
+class TrialRecord:
+    """One trial as the search reports it."""
+
+    number: int
+    state: str
+    keep: dict[str, int]
+    predicted_ms: float | None
+    memory_bytes: int | None
+    feasible: bool
+    evaluated: bool
+    val_accuracy: float | None
+    source: str
+    duration_s: float | None
+    duplicate_of: int | None = None
+    error: str | None = None
+
+    @classmethod
+    def from_trial(cls, t: FrozenTrial, codec: PlanCodec) -> "TrialRecord":
+        ua = t.user_attrs
+        keep = {}
+        for g in codec.groups:
+            if g.name in t.params:
+                keep[g.name] = g.choices[int(t.params[g.name])]
+        dur = t.duration.total_seconds() if t.duration is not None else None
+        return cls(t.number, t.state.name, keep, ua.get("predicted_ms"), ua.get("memory_bytes"),
+                   bool(ua.get("feasible", False)), bool(ua.get("evaluated", False)),
+                   ua.get("val_accuracy"), str(ua.get("source", "sampler")), dur,
+                   ua.get("duplicate_of"), ua.get("error"))
+
+    @property
+    def scored(self) -> bool:
+        """Has a real validation accuracy and fits the budget (eligible as the answer)."""
+        return self.state == "COMPLETE" and self.feasible and self.val_accuracy is not None
+
+    def row(self) -> dict[str, Any]:
+        d = {"number": self.number, "state": self.state, "source": self.source}
+        d.update({f"keep:{g}": k for g, k in self.keep.items()})
+        d.update({"predicted_ms": self.predicted_ms, "memory_bytes": self.memory_bytes,
+                  "feasible": self.feasible, "evaluated": self.evaluated,
+                  "val_accuracy": self.val_accuracy, "duplicate_of": self.duplicate_of,
+                  "duration_s": self.duration_s, "error": self.error})
+        return d
+
+
+@dataclass
+class SearchOutcome:
+    """What :meth:`PlanSearch.run` found. ``best`` fits the budget by prediction."""
+
+    best: TrialRecord | None
+    front: list[TrialRecord]
+    records: list[TrialRecord]
+    evaluated: int
+    proposed: int
+    stop_reason: str
+    wall_s: float
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def infeasible(self) -> int:
+        return sum(1 for r in self.records if r.state == "COMPLETE" and not r.feasible)
+
+
+def _pick_best(records: Iterable[TrialRecord]) -> TrialRecord | None:
+    scored = [r for r in records if r.scored]
+    if not scored:
+        return None
+    # highest accuracy; ties go to the faster plan, then the earlier trial
+    return min(scored, key=lambda r: (-r.val_accuracy, r.predicted_ms, r.number))
+
+
+def _pareto_front(records: Iterable[TrialRecord]) -> list[TrialRecord]:
+    pts = sorted((r for r in records if r.scored), key=lambda r: (r.predicted_ms, -r.val_accuracy))
+    front: list[TrialRecord] = []
+    best_acc = -math.inf
+    for r in pts:  # sweeping by latency: keep each point more accurate than all faster ones
+        if r.val_accuracy > best_acc:
+            front.append(r)
+            best_acc = r.val_accuracy
+    return front
+
+
+# --------------------------------------------------------------------------- the search
+
+class PlanSearch:
+    """An Optuna search for the most accurate plan within a budget.
+
+    >>> # search = PlanSearch(analysis, predictor, Budget(latency_ms=0.25), scorer,
+    >>> #                     run_dir="runs/demo", seed=0)
+    >>> # outcome = search.run(trials=40)
+    >>> # outcome.best.keep, outcome.best.val_accuracy
+
+    ``scorer(plan) -> accuracy`` is called only for plans that fit the budget.
+    ``sampler`` is "tpe" (default; "nsga2" in ``pareto`` mode) or "random".
+    ``enqueue_uniform`` seeds the study with the uniform plans that fit.
+    """
+
+    def __init__(self, analysis: Any, predictor: Any, budget: Budget, scorer: Scorer, *,
+                 device: str = "host", seed: int = 0, sampler: str | None = None,
+                 pareto: bool = False, run_dir: str | Path | None = None,
+                 storage_url: str | None = None, study_name: str | None = None,
+                 resume: bool = False, enqueue_uniform: bool = True,
+                 progress: bool = True) -> None:
+        self.analysis = analysis
+        self.space: PruningSpace = analysis.space
+        self.predictor = predictor
+        self.budget = budget
+        self.scorer = scorer
+        self.device = device
+        self.seed = seed
+        self.pareto = pareto
+        self.sampler_name = sampler or ("nsga2" if pareto else "tpe")
+        if self.sampler_name not in SAMPLERS:
+            raise ConfigError(f"unknown sampler '{self.sampler_name}'; known: {', '.join(SAMPLERS)}")
+        if not pareto and budget.latency_ms is None and budget.memory_bytes is None:
+            raise ConfigError("a search needs a latency or memory budget",
+                              "pass --latency (e.g. 50%) and/or --memory (e.g. 2MB), or use --pareto")
+        self.progress = progress
+        self.codec = PlanCodec(self.space)
+        self.enqueue_uniform = enqueue_uniform
+        self.study_name = study_name or self.default_study_name()
+        self.run_dir = Path(run_dir) if run_dir is not None else None
+        self.storage_url = storage_url
+        self.resume = resume
+        with _quiet_optuna():
+            self.study, self.existed = open_study(
+                study_name=self.study_name,
+                directions=["maximize", "minimize"] if pareto else ["maximize"],
+                sampler=self._make_sampler(), run_dir=run_dir, storage_url=storage_url,
+                resume=resume)
+        self.notes: list[str] = []
+        self._check_or_record_identity()
+        self._scored: dict[tuple[int, ...], tuple[int, float]] = {}
+        self._cost_cache: dict[tuple[int, ...], tuple[float, int]] = {}
+
+    # ---- setup -------------------------------------------------------------------------
+    def default_study_name(self) -> str:
+        b = self.budget
+        lat = f"{b.latency_ms:.6g}ms" if b.latency_ms is not None else "any"
+        mem = f"{b.memory_bytes}B" if b.memory_bytes is not None else "any"
+        mode = "pareto" if self.pareto else "best"
+        return (f"hwprune:{self.analysis.model_key}:{self.device}:latency={lat}:memory={mem}:"
+                f"{mode}:{self.sampler_name}:seed={self.seed}")
+
+    def _make_sampler(self) -> optuna.samplers.BaseSampler:
+        if self.sampler_name == "random":
+            return optuna.samplers.RandomSampler(seed=self.seed)
+        if self.sampler_name == "nsga2":
+            return optuna.samplers.NSGAIISampler(seed=self.seed, population_size=20)
+        # multivariate: group widths interact (a narrow stem starves a wide stage); the
+        # joint density models that, the independent one does not.
+        return optuna.samplers.TPESampler(seed=self.seed, multivariate=True, n_startup_trials=10)
+
+    def _identity(self) -> dict[str, Any]:
+        return {"model_key": self.analysis.model_key, "device": self.device,
+                "budget": self.budget.to_dict(), "pareto": self.pareto,
+                "sampler": self.sampler_name, "seed": self.seed,
+                "groups": self.codec.signature()}
+
+    def _check_or_record_identity(self) -> None:
+        mine = self._identity()
+        stored = self.study.user_attrs.get("hwprune")
+        if stored is None:
+            self.study.set_user_attr("hwprune", mine)
+            self.study.set_user_attr("hwprune_version", __version__)
+            return
+        diffs = [k for k in mine if k != "budget" and stored.get(k) != mine[k]]
+        sb, mb = stored.get("budget", {}), mine["budget"]
+        for key in ("latency_ms", "memory_bytes"):
+            a, b = sb.get(key), mb.get(key)
+            if (a is None) != (b is None) or (a is not None and not math.isclose(a, b, rel_tol=1e-9)):
+                diffs.append(f"budget.{key}")
+        if diffs:
+            raise ConfigError(f"the stored study '{self.study_name}' was made with a different "
+                              f"{', '.join(diffs)}",
+                              "resume with the same model, device, budgets, seed and mode, "
+                              "or start a new run directory")
+
+    def _requeue_orphans(self) -> int:
+        """Trials a killed process left RUNNING: fail them and queue their parameters again.
+
+        Only for the run directory's journal: there we own the study. A shared RDB study
+        uses heartbeats instead, since its RUNNING trials may belong to live workers.
+        """
+        if self.storage_url:
+            return 0
+        storage = self.study._storage
+        n = 0
+        for t in self.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+            # attributes first: a finished trial can no longer be changed
+            storage.set_trial_user_attr(t._trial_id, "error", "interrupted (process killed)")
+            storage.set_trial_state_values(t._trial_id, state=TrialState.FAIL)
+            if t.params:
+                attrs = {"source": t.user_attrs.get("source", "sampler"), "requeued_from": t.number}
+                self.study.enqueue_trial(dict(t.params), user_attrs=attrs)
+            n += 1
+        return n
+
+    def _enqueue_seeds(self) -> list[PruningPlan]:
+        plans = uniform_seed_plans(self.space, self.fits)
+        for p in plans:
+            ratio = p.meta.get("uniform_ratio")
+            self.study.enqueue_trial(self.codec.params(p),
+                                     user_attrs={"source": "uniform", "uniform_ratio": ratio},
+                                     skip_if_exists=True)
+        return plans
+
+    # ---- prediction --------------------------------------------------------------------
+    def predict(self, plan: PruningPlan) -> tuple[float, int]:
+        """``(predicted_ms, memory_bytes)`` of ``plan`` (cached)."""
+        key = tuple(self.space.full_keep(plan).values())
+        hit = self._cost_cache.get(key)
+        if hit is None:
+            hit = (float(self.predictor.predict_ms(plan)),
+                   int(self.analysis.cost.cost(plan).memory_bytes))
+            self._cost_cache[key] = hit
+        return hit
+
+    def fits(self, plan: PruningPlan) -> bool:
+        return self.budget.fits(*self.predict(plan))
+
+    # ---- the objective -----------------------------------------------------------------
+    def _refresh_scored(self) -> None:
+        for t in self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+            ua = t.user_attrs
+            if ua.get("evaluated") and ua.get("val_accuracy") is not None:
+                key = tuple(self.space.full_keep(self.codec.plan(t.params)).values())
+                self._scored.setdefault(key, (t.number, float(ua["val_accuracy"])))
+
+    def _objective(self, trial: optuna.Trial) -> float | tuple[float, float]:
+        plan = self.codec.suggest(trial)
+        ms, mem = self.predict(plan)
+        feasible = self.budget.fits(ms, mem)
+        trial.set_user_attr("predicted_ms", ms)
+        trial.set_user_attr("memory_bytes", mem)
+        trial.set_user_attr("feasible", feasible)
+        if "source" not in trial.user_attrs:
+            trial.set_user_attr("source", "sampler")
+        for name, value in self.budget.violations(ms, mem).items():
+            trial.set_constraint(name, value)
+        if not feasible:
+            trial.set_user_attr("evaluated", False)
+            return (INFEASIBLE_SCORE, ms) if self.pareto else INFEASIBLE_SCORE
+        key = tuple(self.space.full_keep(plan).values())
+        if key not in self._scored:
+            self._refresh_scored()  # another worker may have scored it
+        if key in self._scored:
+            number, acc = self._scored[key]
+            trial.set_user_attr("duplicate_of", number)
+            trial.set_user_attr("evaluated", False)
+        else:
+            t0 = time.perf_counter()
+            try:
+                acc = float(self.scorer(plan))
+            except Exception as exc:  # one bad candidate must not end a long search
+                msg = f"{type(exc).__name__}: {exc}"
+                trial.set_user_attr("error", msg)
+                raise _CandidateError(msg) from exc
+            trial.set_user_attr("score_s", time.perf_counter() - t0)
+            trial.set_user_attr("evaluated", True)
+            self._scored[key] = (trial.number, acc)
+        trial.set_user_attr("val_accuracy", acc)
+        return (acc, ms) if self.pareto else acc
+
+    # ---- running -----------------------------------------------------------------------
+    def records(self) -> list[TrialRecord]:
+        return [TrialRecord.from_trial(t, self.codec) for t in self.study.get_trials(deepcopy=False)]
+
+    def evaluated_count(self) -> int:
+        return sum(1 for t in self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+                   if t.user_attrs.get("evaluated"))
+
+    def run(self, trials: int, max_proposals: int | None = None) -> SearchOutcome:
+        """Run until the study holds ``trials`` evaluated candidates.
+
+        ``max_proposals`` (default ``50 * trials + 20``) bounds the trials this call makes,
+        infeasible and duplicate ones included, for budgets that few plans meet.
+        """
+        if trials <= 0:
+            raise ConfigError(f"the number of trials must be positive, got {trials}")
+        start = time.perf_counter()
+        if self.existed:
+            n = self._requeue_orphans()
+            if n:
+                self.notes.append(f"re-queued {n} trial(s) interrupted by a killed process")
+        if self.enqueue_uniform:
+            self._enqueue_seeds()
+        self._refresh_scored()
+        max_proposals = max_proposals or 50 * trials + 20
+        done = self.evaluated_count()
+        state = {"proposed": 0, "fail_streak": 0, "reason": "reached the trial count"}
+        best_rec = _pick_best(self.records())
+        bar = _progress_bar(trials, done, self.progress)
+
+        def postfix(rec: TrialRecord | None, infeasible: int) -> None:
+            if rec is not None:
+                bar.set_postfix_str(f"best {rec.val_accuracy:.4f} @ {rec.predicted_ms:.3g}ms, "
+                                    f"over budget {infeasible}", refresh=False)
+
+        infeasible = [sum(1 for r in self.records() if r.state == "COMPLETE" and not r.feasible)]
+        postfix(best_rec, infeasible[0])
+
+        def callback(study: optuna.Study, t: FrozenTrial) -> None:
+            nonlocal best_rec
+            state["proposed"] += 1
+            if t.state == TrialState.FAIL:
+                state["fail_streak"] += 1
+                if state["fail_streak"] >= _MAX_CONSECUTIVE_FAILURES:
+                    state["reason"] = "failed"
+                    study.stop()
+                return
+            state["fail_streak"] = 0
+            if not t.user_attrs.get("feasible"):
+                infeasible[0] += 1
+            rec = TrialRecord.from_trial(t, self.codec)
+            if rec.scored and (best_rec is None or _pick_best([best_rec, rec]) is rec):
+                best_rec = rec
+            if t.user_attrs.get("evaluated"):
+                bar.update(1)
+            postfix(best_rec, infeasible[0])
+            if self.evaluated_count() >= trials:
+                study.stop()
+            elif state["proposed"] >= max_proposals:
+                state["reason"] = "proposal cap"
+                study.stop()
+
+        try:
+            with _quiet_optuna():
+                if done < trials:
+                    self.study.optimize(self._objective, n_trials=max_proposals,
+                                        callbacks=[callback], catch=(_CandidateError,))
+                else:
+                    state["reason"] = "already complete"
+        finally:
+            bar.close()
+        records = self.records()
+        if state["reason"] == "failed":
+            errors = [r.error for r in records if r.state == "FAIL" and r.error]
+            raise HwpruneError(f"{_MAX_CONSECUTIVE_FAILURES} candidate evaluations in a row failed; "
+                               f"last: {errors[-1] if errors else 'unknown error'}")
+        evaluated = self.evaluated_count()
+        if state["reason"] == "proposal cap":
+            self.notes.append(f"stopped after {state['proposed']} proposals with {evaluated} of "
+                              f"{trials} candidates evaluated: few plans fit the budget")
+        return SearchOutcome(_pick_best(records), _pareto_front(records), records, evaluated,
+                             state["proposed"], state["reason"], time.perf_counter() - start,
+                             list(self.notes))
+
+
+@contextlib.contextmanager
+def _quiet_optuna() -> Iterator[None]:
+    """Optuna logs one INFO line per trial; the progress bar says it better."""
+    verbosity = optuna.logging.get_verbosity()
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    try:
+        yield
+    finally:
+        optuna.logging.set_verbosity(verbosity)
+
+
+def _progress_bar(total: int, initial: int, progress: bool):
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, initial=initial, desc="search", unit="cand",
+                disable=not (progress and sys.stderr.isatty()), leave=True)

@@ -188,28 +188,23 @@ def _runner_for(args: argparse.Namespace, profile):
     rt = profile.runtime
     if args.runner and args.rpc:
         raise ConfigError("give either --runner or --rpc, not both")
-    if args.runner:
-        from hwprune.devices._worker import WorkerRunner
+    from hwprune.devices import make_runner
 
-        return WorkerRunner(args.runner, threads, rt.get("graph_optimization_level", "all"),
-                            rt.get("provider", "CPUExecutionProvider"), proto)
+    level = rt.get("graph_optimization_level", "all")
+    provider = rt.get("provider", "CPUExecutionProvider")
+    if args.runner:
+        return make_runner("worker", args.runner, threads, level, provider, proto)
     if args.rpc:
         if not args.key:
             raise ConfigError("--rpc needs --key (the device key registered with the tracker)")
         if profile.tvm_target is None:
             raise ConfigError(f"device '{profile.name}' has no tvm_target; TVM RPC cannot build for it")
-        from hwprune.devices._tvm_runner import TvmRpcRunner
-
-        return TvmRpcRunner(tracker=args.rpc, key=args.key, target=profile.tvm_target, protocol=proto)
+        cc = (profile.cross_compiler or {}).get("cc")
+        return make_runner("tvm-rpc", args.rpc, args.key, profile.tvm_target, protocol=proto, cross_cc=cc)
     if profile.measurable_here:
         if rt.get("name") == "tvm":
-            from hwprune.devices._tvm_runner import TvmLocalRunner
-
-            return TvmLocalRunner(target=profile.tvm_target, protocol=proto)
-        from hwprune.devices._ort_runner import OrtLocalRunner
-
-        return OrtLocalRunner(threads, rt.get("graph_optimization_level", "all"),
-                              rt.get("provider", "CPUExecutionProvider"), proto)
+            return make_runner("tvm-local", proto, target=profile.tvm_target, threads=threads)
+        return make_runner("local", threads, level, provider, proto)
     return None
 
 
@@ -366,19 +361,28 @@ def cmd_search(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
+    import logging
+
     from hwprune.compile import export_artifact
 
-    meta = export_artifact(args.run_dir, args.device, out_dir=args.out, tune_trials=args.tune_trials)
+    if args.tune_trials < 0:
+        raise ConfigError(f"--tune-trials must be 0 or more, got {args.tune_trials}")
+    if not args.debug:
+        logging.getLogger("tvm").setLevel(logging.WARNING)  # MetaSchedule logs every task
+    meta = export_artifact(args.run_dir, args.device, out_dir=args.out, tune_trials=args.tune_trials,
+                           database_dir=args.tuning_db, allow_tar=args.allow_tar,
+                           overwrite=args.overwrite, verify=not args.no_verify)
     warning = meta.get("warning")
     if warning:
         print(f"hwprune: warning: {warning}", file=sys.stderr)
     if args.format == "json":
         emit_json(meta)
         return 0
-    print(f"artifact: {meta.get('out_dir')}")
-    for k in ("target", "library", "link", "verification", "latency"):
+    out = meta.get("out_dir") or meta.get("artifact_dir") or args.out
+    print(f"artifact: {out}")
+    for k in ("device", "target", "library", "verification", "measured", "predicted_latency_ms"):
         if k in meta:
-            print(f"  {k}: {meta[k]}")
+            print(f"  {k}: {meta[k] if not isinstance(meta[k], dict) else ', '.join(f'{a}={b}' for a, b in meta[k].items())}")
     return 0
 
 
@@ -511,10 +515,16 @@ def build_parser() -> argparse.ArgumentParser:
                        epilog="example: hwprune export runs/demo-host --device host --tune-trials 64",
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     s.add_argument("run_dir", metavar="RUN", help="a finished run directory from hwprune search")
-    s.add_argument("--device", required=True, help="device profile name")
-    s.add_argument("--out", help="artifact folder (default RUN/export-DEVICE)")
+    s.add_argument("--device", help="device profile name (default: the run's device)")
+    s.add_argument("--out", help="artifact folder (default RUN/artifact-DEVICE)")
     s.add_argument("--tune-trials", type=int, default=0,
-                   help="MetaSchedule tuning trials (default 0: untuned); records are reused")
+                   help="MetaSchedule tuning trials in total, host CPU targets (default 0: untuned)")
+    s.add_argument("--tuning-db", metavar="DIR",
+                   help="tuning database shared across exports and pruned variants (records are reused)")
+    s.add_argument("--allow-tar", action="store_true",
+                   help="without a cross compiler, write a .tar of objects to link on the device")
+    s.add_argument("--overwrite", action="store_true", help="replace an existing artifact folder")
+    s.add_argument("--no-verify", action="store_true", help="skip the onnxruntime comparison on the host")
     _add_format(s)
     s.set_defaults(func=cmd_export)
 

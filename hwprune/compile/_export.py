@@ -1,0 +1,352 @@
+"""Turn a finished search run into a deployable TVM artifact.
+
+A run directory (written by ``hwprune search``) holds ``plan.json``, ``model.onnx``
+(static shape, input named ``input``), ``model.pt`` and ``summary.json``. The artifact
+directory gets the compiled library, copies of ``model.onnx`` and ``plan.json``,
+``metadata.json`` (target, versions, shapes, predicted and measured latency, sha256 of
+every file, how the library was linked), a README with the lines that load it, and the
+MetaSchedule database when tuning ran.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import platform
+import shutil
+import statistics
+import tempfile
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from hwprune.devices._profile import DeviceProfile, load_profile
+from hwprune.errors import CompileError, ConfigError, DeviceError, MissingDependencyError
+
+__all__ = ["export_artifact", "SLOWER_THAN_PREDICTED"]
+
+SLOWER_THAN_PREDICTED = 0.10   # warn when measured latency exceeds the prediction by more
+_RUN_FILES = ("summary.json", "model.onnx", "plan.json")
+
+
+def export_artifact(run_dir: str | os.PathLike, device: str | DeviceProfile | None = None,
+                    out_dir: str | os.PathLike | None = None, *, tune_trials: int = 0,
+                    database_dir: str | os.PathLike | None = None, allow_tar: bool = False,
+                    overwrite: bool = False, verify: bool = True, tolerance: float = 1e-4,
+                    warmup: int = 10, repeats: int = 50, seed: int = 0,
+                    tune_timeout_s: float = 600.0) -> dict[str, Any]:
+    """Compile the pruned model of ``run_dir`` for ``device`` and write an artifact.
+
+    Returns the metadata dict (also written as ``metadata.json``); it has a ``warning``
+    key when something deserves a plain line on the console (e.g. measured latency more
+    than 10 % above the prediction). Everything is written to a temporary folder next
+    to ``out_dir`` and renamed at the end: a failure leaves ``out_dir`` untouched.
+
+    ``tune_trials`` > 0 runs MetaSchedule (host CPU targets only) with that many
+    measured candidates in total; ``database_dir`` names a tuning database shared
+    between exports (pruned variants share most layer shapes, so later exports reuse
+    earlier records); the database used is copied into the artifact as ``tuning_db/``.
+    ``allow_tar``: when the cross compiler is missing, write a ``.tar`` of objects to be
+    linked for the device instead of failing.
+
+    >>> meta = export_artifact("runs/demo-host", "host", "artifacts/demo-host")
+    >>> meta["measured"]["tvm_median_ms"]      # doctest: +SKIP
+    0.41
+    """
+    from hwprune.compile import _tvm  # lazy: imports nothing heavy until called
+
+    run = Path(run_dir)
+    summary = _read_run(run)
+    profile = _profile(device if device is not None else summary.get("device"))
+    if profile.tvm_target is None:
+        raise ConfigError(f"device '{profile.name}' has no compile target (tvm_target) in its profile",
+                          f"export for a device with one, e.g. {_devices_with_target()}")
+    if tune_trials < 0:
+        raise ConfigError(f"tune trials must be >= 0, got {tune_trials}")
+    out = Path(out_dir) if out_dir is not None else run / f"artifact-{profile.name}"
+    if out.exists() and any(out.iterdir()) and not overwrite:
+        raise ConfigError(f"output folder '{out}' already exists and is not empty",
+                          "choose another --out or pass --overwrite")
+    cross = _tvm.is_cross(profile.tvm_target)
+    kind = _tvm.target_kind(profile.tvm_target)
+    if tune_trials and (cross or kind != "llvm"):
+        raise ConfigError(f"tuning is only supported for host CPU targets; '{profile.name}' is "
+                          f"{'a cross target' if cross else kind}", "export with tune_trials=0")
+    cc_info = profile.cross_compiler or {}
+    if cross and not allow_tar:  # fail before seconds of compiling
+        cc = cc_info.get("cc") or f"{(_tvm.host_triple(profile.tvm_target) or '').split('-')[0]}-linux-gnu-gcc"
+        if shutil.which(cc) is None:
+            raise MissingDependencyError(
+                f"cross compiler '{cc}' for device '{profile.name}' is not on PATH",
+                f"apt-get install {cc_info.get('apt', 'gcc-aarch64-linux-gnu')} "
+                "(or pass allow_tar / --allow-tar for a .tar of objects to link on the device)")
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    try:
+        meta = _build_artifact(_tvm, run, summary, profile, tmp, out, tune_trials=tune_trials,
+                               database_dir=database_dir, allow_tar=allow_tar, verify=verify,
+                               tolerance=tolerance, warmup=warmup, repeats=repeats, seed=seed,
+                               tune_timeout_s=tune_timeout_s, cc_info=cc_info)
+        _publish(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    meta["artifact_dir"] = str(out)
+    return meta
+
+
+# --------------------------------------------------------------------------- steps
+
+def _read_run(run: Path) -> dict[str, Any]:
+    if not run.is_dir():
+        raise ConfigError(f"run directory '{run}' does not exist", "pass the folder `hwprune search` wrote")
+    missing = [f for f in _RUN_FILES if not (run / f).is_file()]
+    if missing:
+        raise ConfigError(f"run directory '{run}' is not a finished search run (missing {', '.join(missing)})",
+                          "run `hwprune search` to completion first")
+    try:
+        summary = json.loads((run / "summary.json").read_text())
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"'{run / 'summary.json'}' is not valid JSON: {exc}") from exc
+    status = summary.get("status") if isinstance(summary, dict) else None
+    if status != "finished":
+        raise ConfigError(f"search in '{run}' has status '{status}', not 'finished'",
+                          "resume it with `hwprune search` (same run directory) before exporting")
+    return summary
+
+
+def _profile(device: str | DeviceProfile | None) -> DeviceProfile:
+    if isinstance(device, DeviceProfile):
+        return device
+    if not device:
+        raise ConfigError("no device given and the run summary names none", "pass --device NAME")
+    return load_profile(str(device))
+
+
+def _devices_with_target() -> str:
+    from hwprune.devices._profile import list_profiles
+    names = []
+    for n in list_profiles():
+        try:
+            if load_profile(n).tvm_target is not None:
+                names.append(n)
+        except DeviceError:
+            continue
+    return ", ".join(names) or "none"
+
+
+def _build_artifact(_tvm: Any, run: Path, summary: dict[str, Any], profile: DeviceProfile,
+                    tmp: Path, out: Path, *, tune_trials: int, database_dir: Any, allow_tar: bool,
+                    verify: bool, tolerance: float, warmup: int, repeats: int, seed: int,
+                    tune_timeout_s: float, cc_info: dict[str, Any]) -> dict[str, Any]:
+    shutil.copy2(run / "model.onnx", tmp / "model.onnx")
+    shutil.copy2(run / "plan.json", tmp / "plan.json")
+    inputs = _tvm.onnx_inputs(tmp / "model.onnx")
+
+    t0 = time.perf_counter()
+    threads = profile.threads
+    target = _tvm.resolve_target(profile.tvm_target,
+                                 num_cores=threads if tune_trials else None)
+    mod = _tvm.import_onnx(tmp / "model.onnx")
+    tuning: dict[str, Any] | None = None
+    db_dir: Path | None = None
+    if tune_trials:
+        db_dir = Path(database_dir) if database_dir is not None else tmp / "tuning_db"
+        if database_dir is None and (out / "tuning_db").is_dir():  # re-export: keep old records
+            shutil.copytree(out / "tuning_db", db_dir, dirs_exist_ok=True)
+        report = _tvm.tune(mod, target, db_dir, tune_trials, builder_timeout_s=tune_timeout_s,
+                           num_threads=threads, seed=seed, log_dir=tmp / "tuning_logs")
+        tuning = report.to_dict()
+        shutil.rmtree(tmp / "tuning_logs", ignore_errors=True)
+        if database_dir is not None:  # ship the records used with the artifact
+            shutil.copytree(db_dir, tmp / "tuning_db", dirs_exist_ok=True,
+                            ignore=shutil.ignore_patterns("logs"))
+        tuning["database_dir"] = "tuning_db" if database_dir is None else str(database_dir)
+    exe = _tvm.build(mod, target, database_dir=db_dir)
+    link = _tvm.export_library(exe, tmp, target, cross_cc=cc_info.get("cc"), allow_tar=allow_tar,
+                               cc_apt=cc_info.get("apt"))
+    compile_s = time.perf_counter() - t0
+
+    warnings: list[str] = []
+    predicted = summary.get("predicted_latency_ms")
+    measured: dict[str, Any] | None = None
+    verification: dict[str, Any]
+    local = not _tvm.is_cross(target) and _tvm.target_kind(target) == "llvm"
+    if verify and local:
+        verification, measured = _verify_host(_tvm, tmp / link.file, tmp / "model.onnx", inputs,
+                                              threads=threads, tolerance=tolerance, warmup=warmup,
+                                              repeats=repeats, seed=seed)
+        if isinstance(predicted, (int, float)) and predicted > 0:
+            ratio = measured["tvm_median_ms"] / predicted
+            measured["tvm_over_predicted"] = round(ratio, 4)
+            if ratio > 1 + SLOWER_THAN_PREDICTED:
+                warnings.append(
+                    f"TVM latency on this machine {measured['tvm_median_ms']:.3f} ms is "
+                    f"{(ratio - 1) * 100:.0f}% above the predicted {predicted:.3f} ms"
+                    + ("" if tune_trials else "; untuned TVM is slow on CPU, try tune_trials (--tune N)"))
+    else:
+        where = (f"a GPU ({target.get('arch', 'cuda')})" if _tvm.target_kind(target) == "cuda"
+                 else _tvm.host_triple(target) or _tvm.target_kind(target))
+        reason = ("verification disabled" if not verify else
+                  f"the library targets {where}, not this machine; time it on the device "
+                  "(e.g. TvmRpcRunner / `hwprune profile --rpc`)")
+        verification = {"status": "skipped", "reason": reason}
+    if link.format == "tar":
+        warnings.append(f"library written as {link.file} (objects, not linked): {link.note}")
+
+    meta: dict[str, Any] = {
+        "schema_version": 1,
+        "created_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "device": profile.name,
+        "device_class": profile.device_class,
+        "deploy_runtime": profile.deploy_runtime,
+        "target": target,
+        "profile_target": profile.tvm_target,
+        "tvm_version": _tvm.tvm_version(),
+        "library": link.to_dict(),
+        "inputs": [{"name": i.name, "shape": list(i.shape), "dtype": i.dtype} for i in inputs],
+        "run_dir": str(run),
+        "predicted_latency_ms": predicted,
+        "accuracy": summary.get("accuracy"),
+        "compile_s": round(compile_s, 3),
+        "tuning": tuning,
+        "verification": verification,
+        "measured": measured,
+        "build_host": {"machine": platform.machine(), "python": platform.python_version()},
+    }
+    if warnings:
+        meta["warning"] = "; ".join(warnings)
+    (tmp / "README.md").write_text(_readme(profile, link, inputs, target))
+    meta["files"] = {str(p.relative_to(tmp)): _sha256(p) for p in sorted(tmp.rglob("*"))
+                     if p.is_file() and p.name != "metadata.json"}
+    (tmp / "metadata.json").write_text(json.dumps(meta, indent=2) + "\n")
+    return meta
+
+
+def _verify_host(_tvm: Any, lib: Path, onnx_path: Path, inputs: list[Any], *, threads: int,
+                 tolerance: float, warmup: int, repeats: int, seed: int
+                 ) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Run the exported library and onnxruntime on one seeded input; compare and time both."""
+    feeds = _tvm.random_inputs(inputs, seed)
+    _tvm.set_num_threads(threads)
+    vm, dev = _tvm.load_vm(lib)
+    tvm_out = _tvm.run_vm(vm, dev, list(feeds.values()))
+    sess = _ort_session(onnx_path, threads)
+    ort_out = sess.run(None, feeds)
+    if len(tvm_out) != len(ort_out):
+        raise CompileError(f"compiled model returns {len(tvm_out)} outputs, onnxruntime {len(ort_out)}")
+    worst = 0.0
+    for a, b in zip(tvm_out, ort_out):
+        if a.shape != b.shape:
+            raise CompileError(f"compiled output shape {a.shape} differs from onnxruntime {b.shape}")
+        scale = float(np.max(np.abs(b))) or 1.0
+        worst = max(worst, float(np.max(np.abs(a.astype(np.float64) - b))) / scale)
+    if not worst <= tolerance:
+        raise CompileError(f"compiled model disagrees with onnxruntime: max abs diff / output scale "
+                           f"= {worst:.2e} > {tolerance:.0e}", "report this with the run directory")
+    tvm_ms = _tvm.time_vm(vm, dev, list(feeds.values()), warmup=warmup, repeats=repeats)
+    ort_ms = _time_ort(sess, feeds, warmup=warmup, repeats=repeats)
+    verification = {"status": "passed", "reference": "onnxruntime", "seed": seed,
+                    "max_abs_diff_over_scale": worst, "tolerance": tolerance}
+    measured = {"where": platform.node() or "host", "threads": threads, "warmup": warmup,
+                "repeats": repeats, "tvm_median_ms": statistics.median(tvm_ms),
+                "tvm_p10_ms": float(np.percentile(tvm_ms, 10)), "tvm_p90_ms": float(np.percentile(tvm_ms, 90)),
+                "onnxruntime_median_ms": statistics.median(ort_ms),
+                "onnxruntime_version": _ort_version()}
+    return verification, measured
+
+
+def _ort_session(onnx_path: Path, threads: int) -> Any:
+    try:
+        import onnxruntime as ort
+    except ImportError as exc:
+        raise MissingDependencyError("verifying an export needs onnxruntime",
+                                     "pip install onnxruntime (or export with verify=False)") from exc
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = threads
+    opts.inter_op_num_threads = 1
+    return ort.InferenceSession(str(onnx_path), opts, providers=["CPUExecutionProvider"])
+
+
+def _ort_version() -> str:
+    import onnxruntime as ort
+    return str(ort.__version__)
+
+
+def _time_ort(sess: Any, feeds: dict[str, np.ndarray], *, warmup: int, repeats: int) -> list[float]:
+    for _ in range(warmup):
+        sess.run(None, feeds)
+    times_ms = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        sess.run(None, feeds)
+        times_ms.append((time.perf_counter() - t) * 1e3)
+    return times_ms
+
+
+def _publish(tmp: Path, out: Path) -> None:
+    """Rename the finished temp folder to ``out``, replacing an old artifact only now."""
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o777 & ~umask)  # mkdtemp makes it 0700; an artifact is meant to be shared
+    old = None
+    if out.exists():
+        old = out.with_name(f".{out.name}.old-{os.getpid()}")
+        os.replace(out, old)
+    try:
+        os.replace(tmp, out)
+    except OSError:
+        if old is not None:
+            os.replace(old, out)
+        raise
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _readme(profile: DeviceProfile, link: Any, inputs: list[Any], target: dict[str, Any]) -> str:
+    inp = inputs[0] if inputs else None
+    shape = tuple(inp.shape) if inp else ()
+    dev = "tvm.cuda(0)" if _target_is_cuda(target) else "tvm.cpu(0)"
+    lines = [
+        f"# hwprune artifact for {profile.name}",
+        "",
+        f"Compiled with Apache TVM for target `{json.dumps(target)}`.",
+        f"Library: `{link.file}` (linked with {link.linker}).",
+    ]
+    if link.note:
+        lines.append(f"Note: {link.note}.")
+    lines += [
+        "`metadata.json` lists the target, TVM version, input shape, predicted and measured",
+        "latency and the sha256 of every file.",
+        "",
+        "Load and run (needs the TVM runtime on the device, same version as in metadata.json):",
+        "",
+        "```python",
+        "import numpy as np, tvm",
+        "from tvm import relax",
+        f"dev = {dev}",
+        f'lib = tvm.runtime.load_module("{link.file if link.format == "so" else link.file[:-4] + ".so"}")',
+        "vm = relax.VirtualMachine(lib, dev)",
+        f'x = np.random.rand(*{shape}).astype("{inp.dtype if inp else "float32"}")  # input "{inp.name if inp else "input"}"',
+        'y = vm["main"](tvm.runtime.tensor(x, dev)).numpy()',
+        "```",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def _target_is_cuda(target: dict[str, Any]) -> bool:
+    return target.get("kind") == "cuda"
+

@@ -1,0 +1,152 @@
+"""TvmLocalRunner and TvmRpcRunner (loopback tracker + server started here)."""
+from __future__ import annotations
+
+import io
+import math
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+import torch
+from torch import nn
+
+from hwprune.devices._runner import MicroModel, TimingProtocol
+from hwprune.devices._tvm_runner import TvmLocalRunner, TvmRpcRunner
+from hwprune.errors import DeviceError
+
+PROTOCOL = TimingProtocol(warmup=5, repeats=30, min_time_s=0.05, timeout_s=120.0)
+HOST = {"kind": "llvm", "mcpu": "native"}
+
+
+def micro_conv(cin: int = 16, cout: int = 16, size: int = 14) -> MicroModel:
+    """One conv kernel as the profiler sends it: input named "x"."""
+    torch.manual_seed(0)
+    conv = nn.Conv2d(cin, cout, 3, 1, 1).eval()
+    buf = io.BytesIO()
+    torch.onnx.export(conv, (torch.randn(1, cin, size, size),), buf, dynamo=False, opset_version=17,
+                      input_names=["x"], output_names=["y"])
+    return MicroModel(f"conv3x3_{cin}_{cout}_{size}", buf.getvalue())
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _start(args: list[str]) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", *args], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, start_new_session=True)
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGKILL)   # the server forks per session: kill its group
+        proc.wait(10)
+
+
+def _wait_for_key(tracker: str, key: str, timeout_s: float = 30.0) -> None:
+    from hwprune.compile._tvm import import_tvm
+    import_tvm()
+    from tvm import rpc
+    host, port = tracker.split(":")
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            summary = rpc.connect_tracker(host, int(port)).summary()
+            if any(key in str(s.get("key")) for s in summary.get("server_info", [])):
+                return
+        except Exception:  # tracker not up yet
+            pass
+        time.sleep(0.5)
+    raise RuntimeError(f"RPC server '{key}' did not register")
+
+
+@pytest.fixture
+def rpc_server() -> Iterator[tuple[str, subprocess.Popen]]:
+    pytest.importorskip("tornado", reason="TVM's RPC tracker needs tornado")
+    port = _free_port()
+    tracker = _start(["tvm.exec.rpc_tracker", "--host", "127.0.0.1", "--port", str(port),
+                      "--port-end", str(port + 1)])
+    server = _start(["tvm.exec.rpc_server", "--tracker", f"127.0.0.1:{port}", "--key", "test",
+                     "--host", "127.0.0.1"])
+    try:
+        _wait_for_key(f"127.0.0.1:{port}", "test")
+        yield f"127.0.0.1:{port}", server
+    finally:
+        _stop(server)
+        _stop(tracker)
+
+
+def test_local_runner_times_kernels_and_survives_a_bad_one() -> None:
+    good = micro_conv()
+    bad = MicroModel("broken", b"not onnx")
+    with TvmLocalRunner(PROTOCOL, target=HOST) as runner:
+        info = runner.describe()
+        results = list(runner.measure([good, bad, good]))
+    assert info["runtime"] == "tvm" and info["target"]["mcpu"] != "native"
+    assert [m.key for m in results] == [good.key, "broken", good.key]
+    assert results[0].error is None and 0 < results[0].median_ms < 1000
+    assert results[0].runs == PROTOCOL.repeats and results[0].p10_ms <= results[0].p90_ms
+    assert results[1].error and "ONNX" in results[1].error and math.isnan(results[1].median_ms)
+    assert results[2].error is None                       # the run went on
+
+
+def test_local_runner_kernel_timeout_fails_only_that_kernel() -> None:
+    slow = micro_conv(64, 64, 56)
+    proto = TimingProtocol(warmup=1, repeats=3, min_time_s=0.0, timeout_s=0.5)
+    t0 = time.monotonic()
+    with TvmLocalRunner(proto, target=HOST, retries=0) as runner:
+        (m,) = runner.measure([slow])
+    assert m.error and "took over 0.5 s" in m.error
+    assert time.monotonic() - t0 < 30
+
+
+@pytest.mark.slow
+def test_rpc_runner_agrees_with_local_runner(rpc_server) -> None:
+    tracker, _ = rpc_server
+    model = micro_conv(32, 32, 28)
+    with TvmLocalRunner(PROTOCOL, target=HOST) as local:
+        (loc,) = local.measure([model])
+    with TvmRpcRunner(tracker, "test", HOST, protocol=PROTOCOL) as remote:
+        assert remote.describe()["key"] == "test"
+        (rem,) = remote.measure([model])
+    assert loc.error is None and rem.error is None, (loc.error, rem.error)
+    # same machine, same code: within noise of a shared 2-core box
+    assert 0.5 < rem.median_ms / loc.median_ms < 2.0, (rem.median_ms, loc.median_ms)
+
+
+@pytest.mark.slow
+def test_rpc_dead_server_fails_fast(rpc_server) -> None:
+    tracker, server = rpc_server
+    model = micro_conv()
+    proto = TimingProtocol(warmup=2, repeats=5, min_time_s=0.0, timeout_s=30.0)
+    with TvmRpcRunner(tracker, "test", HOST, protocol=proto, retries=1, connect_timeout_s=5) as remote:
+        (first,) = remote.measure([model])
+        assert first.error is None
+        _stop(server)
+        t0 = time.monotonic()
+        (after,) = remote.measure([model])
+        assert after.error is not None and math.isnan(after.median_ms)
+        assert time.monotonic() - t0 < 30
+    t0 = time.monotonic()
+    # the tracker may still list the dead server for a moment: either way, a quick DeviceError
+    with pytest.raises(DeviceError, match="'test'"):
+        TvmRpcRunner(tracker, "test", HOST, protocol=proto, connect_timeout_s=5).prepare()
+    assert time.monotonic() - t0 < 15
+
+
+def test_rpc_runner_bad_tracker_is_one_line_error() -> None:
+    with pytest.raises(DeviceError, match="HOST:PORT"):
+        TvmRpcRunner("localhost", "pixel7", HOST)
+    runner = TvmRpcRunner(f"127.0.0.1:{_free_port()}", "pixel7", HOST, connect_timeout_s=2)
+    t0 = time.monotonic()
+    with pytest.raises(DeviceError, match="cannot reach RPC tracker"):
+        runner.prepare()
+    assert time.monotonic() - t0 < 90

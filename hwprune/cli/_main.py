@@ -11,7 +11,7 @@ import os
 import sys
 import warnings
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from hwprune import __version__
 from hwprune.cli._fmt import emit_json, fmt_ms, human_bytes, human_count, table

@@ -634,7 +634,7 @@ def time_onnx_rpc(session: Any, onnx_bytes: bytes, target: dict[str, Any], *, wa
 
     The uploaded library is removed from the device in ``finally``.
     """
-    tvm = import_tvm()
+    import_tvm()
     from tvm import relax  # noqa: PLC0415
     mod = import_onnx(onnx_bytes)
     tgt = resolve_target(target)
@@ -651,13 +651,8 @@ def time_onnx_rpc(session: Any, onnx_bytes: bytes, target: dict[str, Any], *, wa
         rlib = session.load_module(remote_name)
         dev = session.device(device, 0)
         vm = relax.VirtualMachine(rlib, dev)
-        args = [tvm.runtime.tensor(x, dev) for x in inputs.values()]
-        for _ in range(warmup):
-            vm["main"](*args)
-        dev.sync()
-        min_repeat_ms = max(0, int(round(seconds_to_ms(min_time_s) / max(1, repeats))))
-        evaluator = vm.time_evaluator("main", dev, number=1, repeat=repeats, min_repeat_ms=min_repeat_ms)
-        return seconds_to_ms(list(evaluator(*args).results))
+        return time_vm(vm, dev, list(inputs.values()), warmup=warmup, repeats=repeats,
+                       min_time_s=min_time_s)
     finally:
         with contextlib.suppress(Exception):  # session may be dead; nothing else to clean then
             session.remove(remote_name)

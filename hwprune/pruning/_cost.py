@@ -10,7 +10,7 @@ from dataclasses import asdict, dataclass
 from typing import Sequence
 
 import onnx
-from onnx import numpy_helper, shape_inference
+from onnx import shape_inference
 
 from hwprune.errors import ConfigError
 from hwprune.onnx_export import to_onnx_bytes

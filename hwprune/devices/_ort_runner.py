@@ -91,6 +91,41 @@ def measure_micro(m: MicroModel, threads: int, level: str, provider: str,
         return Measurement.failed(m.key, f"{type(exc).__name__}: {exc}")
 
 
+def profile_nodes_ort(onnx: bytes, threads: int, level: str, provider: str, runs: int,
+                      warmup: int = 5) -> dict[str, float]:
+    """Median per-node kernel time (ms) over ``runs`` profiled runs of a whole model."""
+    import json
+    import os
+    import statistics
+    import tempfile
+
+    ort = _ort()
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = threads
+    so.inter_op_num_threads = 1
+    so.log_severity_level = 3
+    so.graph_optimization_level = getattr(ort.GraphOptimizationLevel, _LEVELS[level])
+    with tempfile.TemporaryDirectory(prefix="hwprune-prof-") as tmp:
+        plain = ort.InferenceSession(onnx, so, providers=[provider])
+        feeds = random_feeds(plain)
+        for _ in range(warmup):  # warm the caches and the allocator without profiling
+            plain.run(None, feeds)
+        del plain
+        so.enable_profiling = True
+        so.profile_file_prefix = os.path.join(tmp, "prof")
+        sess = ort.InferenceSession(onnx, so, providers=[provider])
+        for _ in range(warmup + runs):
+            sess.run(None, feeds)
+        with open(sess.end_profiling()) as f:
+            events = json.load(f)
+    per: dict[str, list[float]] = {}
+    for e in events:
+        name = e.get("name", "")
+        if e.get("cat") == "Node" and name.endswith("_kernel_time"):
+            per.setdefault(name[: -len("_kernel_time")], []).append(e["dur"] / 1000.0)
+    return {k: statistics.median(v[warmup:] or v) for k, v in per.items()}
+
+
 class OrtLocalRunner(Runner):
     """onnxruntime on this machine, in this process."""
 
@@ -110,3 +145,6 @@ class OrtLocalRunner(Runner):
     def measure(self, models: Iterable[MicroModel]) -> Iterator[Measurement]:
         for m in models:
             yield measure_micro(m, self.threads, self.level, self.provider, self.protocol)
+
+    def profile_nodes(self, onnx: bytes, runs: int) -> dict[str, float]:
+        return profile_nodes_ort(onnx, self.threads, self.level, self.provider, runs)

@@ -88,6 +88,15 @@ class Runner(abc.ABC):
     def describe(self) -> dict[str, Any]:
         """Facts for the table metadata: machine, cpu/gpu, runtime and versions, threads."""
 
+    def profile_nodes(self, onnx: bytes, runs: int) -> dict[str, float]:
+        """Optional: run a whole model ``runs`` times with the runtime's per-node profiler
+        and return the median milliseconds of each node (by the runtime's node name).
+
+        Runners that cannot (TVM) raise NotImplementedError; the profiler then times
+        kernels one by one as micro models.
+        """
+        raise NotImplementedError
+
     def close(self) -> None:
         """Release the device and remove remote files. Safe to call twice."""
 

@@ -77,6 +77,7 @@ def _clip_act(node: onnx.NodeProto, consts: dict[str, list[float]]) -> str | Non
 class RawKernel:
     name: str        # ONNX node name of the kernel's main node
     sig: KernelSig
+    outputs: tuple[str, ...] = ()  # tensors of the fused chain: the runtime names its node after one
 
 
 def extract_kernels(data: bytes) -> list[RawKernel]:
@@ -118,6 +119,7 @@ def extract_kernels(data: bytes) -> list[RawKernel]:
         if i in consumed:
             continue
         op = n.op_type
+        outs = [n.output[0]]
         if op in ("Conv", "FusedConv"):
             x = shape(n.input[0])
             w = shape(n.input[1])
@@ -135,13 +137,16 @@ def extract_kernels(data: bytes) -> list[RawKernel]:
                     # the runtime fuses the add into the conv that produces its last input
                     residual = True
                     consumed.add(j)
+                    outs.append(nodes[j].output[0])
                     r = only_consumer(nodes[j].output[0])
                     if r is not None and nodes[r].op_type == "Relu":
                         act = "relu"
                         consumed.add(r)
+                        outs.append(nodes[r].output[0])
                 elif j is not None and (nodes[j].op_type in _ACTS or _clip_act(nodes[j], consts)):
                     act = _ACTS.get(nodes[j].op_type) or _clip_act(nodes[j], consts)
                     consumed.add(j)
+                    outs.append(nodes[j].output[0])
             sig = KernelSig("conv", x[1], w[0], (int(k[0]), int(k[1])),
                             tuple(int(s) for s in _attr(n, "strides", [1, 1])),
                             tuple(int(p) for p in _attr(n, "pads", [0, 0, 0, 0])),
@@ -153,6 +158,7 @@ def extract_kernels(data: bytes) -> list[RawKernel]:
             if r is not None and nodes[r].op_type == "Relu":
                 act = "relu"
                 consumed.add(r)
+                outs.append(nodes[r].output[0])
             sig = KernelSig("add", x[1], x[1], h=hw(x)[0], w=hw(x)[1], act=act)
         elif op in ("MaxPool", "AveragePool"):
             x = shape(n.input[0])
@@ -180,7 +186,7 @@ def extract_kernels(data: bytes) -> list[RawKernel]:
         else:
             unsupported[op] = unsupported.get(op, 0) + 1
             continue
-        kernels.append(RawKernel(n.name or f"{op}_{i}", sig))
+        kernels.append(RawKernel(n.name or f"{op}_{i}", sig, tuple(reversed(outs))))
     if unsupported:
         listing = ", ".join(f"{k} (x{v})" for k, v in sorted(unsupported.items()))
         raise ConfigError(f"the latency model does not support these operators yet: {listing}")
@@ -197,6 +203,11 @@ class KernelTemplate:
     name: str
     base: KernelSig                 # the dense kernel
     dims: tuple[Dim, ...]           # one per field in _INT_FIELDS
+    outputs: tuple[str, ...] = ()   # tensors of the fused chain (name its runtime node)
+
+    def runtime_names(self) -> tuple[str, ...]:
+        """Names onnxruntime may give this kernel's node in a profile."""
+        return tuple(f"{o}_nchwc" for o in self.outputs) + self.outputs + (self.name,)
 
     def sig(self, keep: Sequence[int]) -> KernelSig:
         vals = {f: d.value(keep) for f, d in zip(_INT_FIELDS, self.dims)}
@@ -220,7 +231,7 @@ def kernel_templates(onnx_models: Sequence[bytes], solve) -> list[KernelTemplate
     for dense, a, b in zip(*lists):
         dims = tuple(solve((getattr(dense.sig, f), getattr(a.sig, f), getattr(b.sig, f)),
                            f"kernel {dense.name} field {f}") for f in _INT_FIELDS)
-        out.append(KernelTemplate(dense.name, dense.sig, dims))
+        out.append(KernelTemplate(dense.name, dense.sig, dims, dense.outputs))
     return out
 
 

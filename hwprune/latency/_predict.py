@@ -20,24 +20,31 @@ class KernelTime:
 
 
 def fit_calibration(points: list[tuple[float, float]]) -> tuple[float, float]:
-    """Least squares ``measured = scale * kernel_sum + offset`` (ms), with ``offset >= 0``.
+    """``measured = scale * kernel_sum + offset`` (ms), least squares on *relative* error.
 
-    A negative offset would make small plans, outside the calibration points, predict
-    below zero; with fewer than 3 points, no spread, or a negative offset, a pure scale is
-    fitted instead.
+    The offset may be negative (kernels timed alone carry a little overhead the whole
+    model does not pay), but only while every calibration point stays positive; with
+    fewer than 3 points or no spread a pure scale is fitted. :meth:`LatencyPredictor.
+    predict_ms` also never goes below the smallest measured/sum ratio seen.
     """
     if not points:
         return 1.0, 0.0
-    xs, ys = zip(*points)
-    n = len(xs)
-    mx, my = sum(xs) / n, sum(ys) / n
-    sxx = sum((x - mx) ** 2 for x in xs)
-    if n >= 3 and sxx > 1e-12 * max(mx * mx, 1e-12):
-        a = sum((x - mx) * (y - my) for x, y in zip(xs, ys)) / sxx
-        b = my - a * mx
-        if a > 0 and b >= 0:
+    pts = [(x, y) for x, y in points if x > 0 and y > 0]
+    if not pts:
+        return 1.0, 0.0
+    w = [1.0 / (y * y) for _, y in pts]
+    sw = sum(w)
+    swx = sum(wi * x for wi, (x, _) in zip(w, pts))
+    swy = sum(wi * y for wi, (_, y) in zip(w, pts))
+    swxx = sum(wi * x * x for wi, (x, _) in zip(w, pts))
+    swxy = sum(wi * x * y for wi, (x, y) in zip(w, pts))
+    det = sw * swxx - swx * swx
+    if len(pts) >= 3 and det > 1e-12 * sw * swxx:
+        a = (sw * swxy - swx * swy) / det
+        b = (swy - a * swx) / sw
+        if a > 0 and all(a * x + b > 0 for x, _ in pts):
             return a, b
-    return sum(x * y for x, y in zip(xs, ys)) / sum(x * x for x in xs), 0.0
+    return swxy / swxx, 0.0
 
 
 class LatencyPredictor:
@@ -53,16 +60,12 @@ class LatencyPredictor:
         self.lookup = table.lookup()
         self.sources = {k: r["source"] for k, r in table.rows.items()}
         self.groups = [g.name for g in analysis.space.groups]
-        # Each timed micro model includes one session.run of harness overhead that the
-        # whole model pays once; it is measured with the table and taken off every kernel.
-        self.overhead_ms = float(table.meta.get("runner_overhead_ms", 0.0) or 0.0)
-        if self.overhead_ms:
-            self.lookup = {k: (max(v - self.overhead_ms, 0.1 * v) if self.sources.get(k) != "estimated" else v)
-                           for k, v in self.lookup.items()}
         cal = table.meta.get("calibration", [])
         mine = [(p["kernel_sum_ms"], p["measured_ms"]) for p in cal
                 if p.get("model") == analysis.model_key]
         self.calibration_scope = "model" if mine else ("device" if cal else "none")
+        # a floor for extrapolation: never predict below the lowest measured/sum ratio
+        self.min_ratio = min((y / x for x, y in mine if x > 0), default=0.0)
         if mine:
             self.scale, self.offset = fit_calibration(mine)
         elif cal:  # another model's points: transfer only the scale
@@ -104,7 +107,7 @@ class LatencyPredictor:
             + "; ".join(uniq[:3]) + (" ..." if len(uniq) > 3 else ""), uniq, f"fill them with: {cmd}")
 
     def kernel_sum_ms(self, plan: PruningPlan) -> float:
-        """Sum of the plan's kernel latencies (net of harness overhead), before calibration."""
+        """Sum of the plan's kernel latencies from the table, before calibration."""
         keep = self._keep(plan)
         total, missing = 0.0, []
         lookup = self.lookup
@@ -121,7 +124,8 @@ class LatencyPredictor:
 
     def predict_ms(self, plan: PruningPlan) -> float:
         """Calibrated end-to-end prediction in milliseconds."""
-        return self.scale * self.kernel_sum_ms(plan) + self.offset
+        total = self.kernel_sum_ms(plan)
+        return max(self.scale * total + self.offset, self.min_ratio * total)
 
     def check_complete(self) -> None:
         """Raise MissingKernelsError unless every plan in the space can be predicted."""

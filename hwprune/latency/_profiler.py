@@ -108,10 +108,12 @@ def interpolate(analysis: Analysis, table: LatencyTable, anchors: int) -> int:
     return added
 
 
-def calibration_plans(analysis: Analysis, n_random: int = 3, seed: int = 0):
+def calibration_plans(analysis: Analysis, n_random: int = 5, seed: int = 0):
+    """Dense, smallest, uniform and random plans: spanning the whole space, so the
+    calibration interpolates rather than extrapolates."""
     space = analysis.space
     rng = random.Random(seed)
-    plans = [("dense", space.dense_plan())]
+    plans = [("dense", space.dense_plan()), ("smallest", space.smallest_plan())]
     plans += [(f"uniform{int(r * 100)}", space.uniform_plan(r)) for r in (0.25, 0.5, 0.75)]
     plans += [(f"random{i}", space.random_plan(rng, 0.0, 0.8)) for i in range(n_random)]
     return plans
@@ -130,6 +132,7 @@ class ProfileReport:
     estimated: int = 0
     calibration_points: int = 0
     seconds: float = 0.0
+    in_context: int = 0
     table_path: str = ""
     stale_note: str | None = None
 
@@ -146,8 +149,15 @@ def _progress(total: int, desc: str, enabled: bool):
 
 def profile_model(analysis: Analysis, table: LatencyTable, runner: Runner, anchors: int = 5,
                   calibrate: bool = True, progress: bool = True, rebuild: bool = False,
-                  on_measure: Callable[[int], None] | None = None) -> ProfileReport:
-    """Time what the table lacks for ``analysis``'s model, interpolate, calibrate, save."""
+                  on_measure: Callable[[int], None] | None = None,
+                  in_context: bool = True) -> ProfileReport:
+    """Time what the table lacks for ``analysis``'s model, interpolate, calibrate, save.
+
+    With ``in_context`` (and a runner that can profile whole models), anchor kernels are
+    timed where they run: whole pruned models whose groups sit at anchor channel counts
+    are run under the runtime's per-node profiler, and each kernel's node time is read
+    off. Kernels no such model covers are timed one by one as micro models.
+    """
     t0 = time.perf_counter()
     facts = runner.describe()
     stale_note = None
@@ -168,15 +178,24 @@ def profile_model(analysis: Analysis, table: LatencyTable, runner: Runner, ancho
                                               "seeded random inputs, wall clock per run")
     if "runner_overhead_ms" not in table.meta:
         table.meta["runner_overhead_ms"] = _harness_overhead_ms(runner)
+    overhead = float(table.meta["runner_overhead_ms"])
     wanted = anchor_keys(analysis, anchors)
     have = table.measured_keys()
     todo = [k for k in wanted if k not in have]
     report = ProfileReport(table.device, analysis.model_key, len(analysis.templates),
                            len(needed_keys(analysis)), reused=len(wanted) - len(todo),
                            stale_note=stale_note)
-    method = (f"{facts.get('runtime')} {facts.get('runtime_version')} {facts.get('provider', '')} "
-              f"threads={facts.get('threads')} on {facts.get('cpu', facts.get('machine', '?'))} "
-              f"via {facts.get('runner')}").strip()
+    facts_text = (f"{facts.get('runtime')} {facts.get('runtime_version')} {facts.get('provider', '')} "
+                  f"threads={facts.get('threads')} on {facts.get('cpu', facts.get('machine', '?'))} "
+                  f"via {facts.get('runner')}").strip()
+    if todo and in_context:
+        try:
+            _profile_in_context(analysis, table, runner, anchors, set(todo), facts_text, report, progress)
+        except NotImplementedError:
+            pass  # this runner cannot profile whole models: every kernel as a micro model
+        have = table.measured_keys()
+        todo = [k for k in todo if k not in have]
+    method = f"micro model (median minus {overhead:.4f} ms harness overhead): {facts_text}"
     bar = _progress(len(todo), f"profiling {analysis.lm.model_id} on {table.device}", progress)
     try:
         micro = (MicroModel(k, micro_model(wanted[k])) for k in todo)
@@ -184,7 +203,8 @@ def profile_model(analysis: Analysis, table: LatencyTable, runner: Runner, ancho
             if m.error:
                 report.failed.append(f"{m.key}: {m.error}")
             else:
-                table.append_journal({"key": m.key, "latency_ms": m.median_ms, "p10_ms": m.p10_ms,
+                table.append_journal({"key": m.key, "latency_ms": max(m.median_ms - overhead, 0.1 * m.median_ms),
+                                      "raw_median_ms": m.median_ms, "p10_ms": m.p10_ms,
                                       "p90_ms": m.p90_ms, "std_ms": m.std_ms, "runs": m.runs,
                                       "source": "measured", "method": method, "created": now_iso()})
                 report.timed += 1
@@ -207,6 +227,88 @@ def profile_model(analysis: Analysis, table: LatencyTable, runner: Runner, ancho
     report.seconds = time.perf_counter() - t0
     report.table_path = str(table.paths(table.directory, table.device)[0]) if table.directory else ""
     return report
+
+
+def _next_prime(n: int) -> int:
+    n = max(2, n)
+    while any(n % d == 0 for d in range(2, int(n ** 0.5) + 1)):
+        n += 1
+    return n
+
+
+def anchor_plans(analysis: Analysis, anchors: int) -> list[dict[str, int]]:
+    """Whole-model plans whose kernels, together, hit every anchor combination.
+
+    Each group gets a colour ``c_g`` so that groups sharing a kernel have different
+    colours; plan ``(u, v)`` puts group ``g`` at anchor ``(u + v * c_g) mod p``. For two
+    groups of different colours the map ``(u, v) -> (u + v c_1, u + v c_2)`` is a
+    bijection of Z_p^2, so every pair of anchors occurs in some plan (p prime).
+    """
+    import itertools as _it
+
+    groups = analysis.space.groups
+    grid = [_anchor_values(g.choices, anchors) for g in groups]
+    neighbours: dict[int, set[int]] = {i: set() for i in range(len(groups))}
+    for t in analysis.templates:
+        for a, b in _it.combinations(t.groups_used, 2):
+            neighbours[a].add(b)
+            neighbours[b].add(a)
+    p = _next_prime(anchors)
+    while True:
+        colour: dict[int, int] = {}
+        for g in sorted(neighbours, key=lambda g: -len(neighbours[g])):
+            used = {colour[n] for n in neighbours[g] if n in colour}
+            free = [c for c in range(p) if c not in used]
+            if not free:
+                break
+            colour[g] = free[0]
+        if len(colour) == len(groups):
+            break
+        p = _next_prime(p + 1)
+    pairs = any(neighbours.values())
+    plans = []
+    for u in range(p):
+        for v in range(p if pairs else 1):
+            plans.append({groups[g].name: grid[g][((u + v * colour[g]) % p) % len(grid[g])]
+                          for g in range(len(groups))})
+    return plans
+
+
+def _profile_in_context(analysis: Analysis, table: LatencyTable, runner: Runner, anchors: int,
+                        todo: set[str], facts_text: str, report: "ProfileReport", progress: bool) -> None:
+    from hwprune.onnx_export import to_onnx_bytes
+
+    space = analysis.space
+    method = f"in context (per-node profile of whole pruned models): {facts_text}"
+    plans = anchor_plans(analysis, anchors)
+    bar = _progress(len(plans), f"profiling {analysis.lm.model_id} on {table.device} in context", progress)
+    try:
+        for keep in plans:
+            bar.update(1)
+            plan = space._plan(keep)
+            full = space.full_keep(plan)
+            keep_vec = [full[g.name] for g in space.groups]
+            keys = [(t, t.sig(keep_vec).key) for t in analysis.templates]
+            if not any(k in todo and k not in table.rows for _, k in keys):
+                continue  # finished before a kill, or nothing new
+            nodes = runner.profile_nodes(to_onnx_bytes(space.apply(plan), analysis.lm.input_shape),
+                                         runner.protocol.repeats)
+            samples: dict[str, list[float]] = {}
+            for t, key in keys:
+                for name in t.runtime_names():
+                    if name in nodes:
+                        samples.setdefault(key, []).append(nodes[name])
+                        break
+            for key, xs in samples.items():
+                if key in todo and key not in table.rows:
+                    xs.sort()
+                    table.append_journal({"key": key, "latency_ms": xs[len(xs) // 2],
+                                          "runs": runner.protocol.repeats, "source": "measured",
+                                          "method": method, "created": now_iso()})
+                    report.timed += 1
+                    report.in_context += 1
+    finally:
+        bar.close()
 
 
 def _harness_overhead_ms(runner: Runner) -> float:
@@ -235,6 +337,10 @@ def _calibrate(analysis: Analysis, table: LatencyTable, runner: Runner, progress
                                               to_onnx_bytes(pruned, analysis.lm.input_shape))))
     points = [p for p in table.meta.get("calibration", []) if p.get("model") != analysis.model_key]
     bar = _progress(len(models), "calibrating end to end", progress)
+    saved = runner.protocol
+    # whole models: fewer repeats suffice, but time at least half a second each
+    from dataclasses import replace as _replace
+    runner.protocol = _replace(saved, min_time_s=max(saved.min_time_s, 0.5))
     try:
         for (name, plan, _), m in zip(models, runner.measure([mm for _, _, mm in models])):
             bar.update(1)
@@ -244,11 +350,12 @@ def _calibrate(analysis: Analysis, table: LatencyTable, runner: Runner, progress
                            "kernel_sum_ms": pred.kernel_sum_ms(plan), "measured_ms": m.median_ms,
                            "p10_ms": m.p10_ms, "p90_ms": m.p90_ms, "date": now_iso()})
     finally:
+        runner.protocol = saved
         bar.close()
     table.meta["calibration"] = points
-    table.meta["calibration_model"] = ("per model: measured_ms = scale * kernel_sum_ms + offset "
-                                       "(offset >= 0), least squares over the model's points; "
-                                       "kernel_sum_ms excludes runner_overhead_ms per kernel")
+    table.meta["calibration_model"] = ("per model: measured_ms = scale * kernel_sum_ms + offset, "
+                                       "least squares on relative error over the model's points, "
+                                       "floored at the lowest measured/kernel_sum ratio")
     return sum(1 for p in points if p["model"] == analysis.model_key)
 
 

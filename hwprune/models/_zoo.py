@@ -1,9 +1,6 @@
 from __future__ import annotations
 
-import importlib
-import importlib.util
 import re
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -11,6 +8,7 @@ from typing import Callable
 import torch
 from torch import nn
 
+from hwprune._imports import import_user_module, is_path_spec
 from hwprune.errors import ConfigError, ModelError
 from hwprune.models._demo import demo_cnn
 from hwprune.models._mobilenet import mobilenet_v1, mobilenet_v2
@@ -80,27 +78,8 @@ def _import_factory(spec: str) -> tuple[Callable[..., nn.Module], str]:
         raise ModelError(
             f"unknown model '{spec}'; known: {', '.join(ZOO)}",
             "or give a user model as path/to/file.py:factory or package.module:factory")
-    if target.endswith(".py") or "/" in target or "\\" in target:
-        path = Path(target)
-        if not path.is_file():
-            raise ModelError(f"model file '{target}' does not exist")
-        mod_name = f"hwprune_user_{abs(hash(str(path.resolve())))}"
-        mod_spec = importlib.util.spec_from_file_location(mod_name, path)
-        if mod_spec is None or mod_spec.loader is None:
-            raise ModelError(f"cannot import model file '{target}'")
-        module = importlib.util.module_from_spec(mod_spec)
-        sys.modules[mod_name] = module
-        try:
-            mod_spec.loader.exec_module(module)
-        except Exception as exc:  # user code: report, do not crash
-            raise ModelError(f"importing '{target}' failed: {type(exc).__name__}: {exc}") from exc
-        model_id = f"{path.name}:{fname}"
-    else:
-        try:
-            module = importlib.import_module(target)
-        except ImportError as exc:
-            raise ModelError(f"cannot import module '{target}' for model '{spec}': {exc}") from exc
-        model_id = spec
+    module = import_user_module(target, "model", ModelError)
+    model_id = f"{Path(target).name}:{fname}" if is_path_spec(target) else spec
     factory = getattr(module, fname, None)
     if not callable(factory):
         raise ModelError(f"'{target}' has no factory '{fname}'",

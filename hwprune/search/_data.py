@@ -21,11 +21,8 @@ imports a module that defines ``train_loader()`` and ``val_loader()`` (optionall
 from __future__ import annotations
 
 import gzip
-import importlib
-import importlib.util
 import math
 import os
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
@@ -33,6 +30,7 @@ from typing import Any, Callable, Iterable, Iterator
 import numpy as np
 import torch
 
+from hwprune._imports import is_path_spec
 from hwprune.errors import ConfigError, DataError
 
 __all__ = [
@@ -374,35 +372,10 @@ class _Recalling:
 
 
 def _import_task_module(spec: str) -> Any:
-    if spec.endswith(".py") or "/" in spec or "\\" in spec:
-        path = Path(spec)
-        if not path.is_file():
-            raise DataError(f"task file '{spec}' does not exist", _CONTRACT)
-        mod_name = f"hwprune_task_{abs(hash(str(path.resolve())))}"
-        mod_spec = importlib.util.spec_from_file_location(mod_name, path)
-        if mod_spec is None or mod_spec.loader is None:
-            raise DataError(f"cannot import task file '{spec}'")
-        module = importlib.util.module_from_spec(mod_spec)
-        sys.modules[mod_name] = module
-        # The file's folder goes on sys.path while it loads so it can import siblings.
-        folder = str(path.resolve().parent)
-        sys.path.insert(0, folder)
-        try:
-            mod_spec.loader.exec_module(module)
-        except Exception as exc:  # user code: report it as a data problem, do not crash
-            sys.modules.pop(mod_name, None)
-            raise DataError(f"importing task '{spec}' failed: {type(exc).__name__}: {exc}") from exc
-        finally:
-            if folder in sys.path:
-                sys.path.remove(folder)
-        return module
-    try:
-        return importlib.import_module(spec)
-    except ImportError as exc:
-        raise DataError(f"cannot import task module '{spec}': {exc}",
-                        "give path/to/data.py or an importable package.module") from exc
-    except Exception as exc:
-        raise DataError(f"importing task '{spec}' failed: {type(exc).__name__}: {exc}") from exc
+    from hwprune._imports import import_user_module
+
+    return import_user_module(spec, "task", DataError, _CONTRACT if is_path_spec(spec) else
+                              "give path/to/data.py or an importable package.module")
 
 
 def _call_loader(spec: str, fn_name: str, fn: Callable[[], Any],

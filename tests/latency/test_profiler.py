@@ -38,15 +38,22 @@ class _DyingRunner(OrtLocalRunner):
                 raise _Killed()
             yield m
 
+    def profile_nodes(self, onnx, runs):
+        if self.n == 0:
+            raise _Killed()
+        self.n -= 1
+        return super().profile_nodes(onnx, runs)
+
 
 def test_profile_resumes_after_kill_and_interpolates(tmp_path, r20):
     table = LatencyTable.load(tmp_path, "host", create=True)
     with pytest.raises(_Killed):
-        profile_model(r20, table, _DyingRunner(25), calibrate=False, progress=False)
+        profile_model(r20, table, _DyingRunner(25), calibrate=False, progress=False, in_context=False)
     # the 25 finished kernels are on disk; the one in flight is lost
     again = LatencyTable.load(tmp_path, "host", create=True)
     assert len(again.measured_keys()) == 25
-    report = profile_model(r20, again, OrtLocalRunner(protocol=FAST), calibrate=False, progress=False)
+    report = profile_model(r20, again, OrtLocalRunner(protocol=FAST), calibrate=False, progress=False,
+                           in_context=False)
     anchors = anchor_keys(r20, 5)
     assert report.reused == 25 and report.timed == len(anchors) - 25
     final = LatencyTable.load(tmp_path, "host")
@@ -60,6 +67,26 @@ def test_profile_resumes_after_kill_and_interpolates(tmp_path, r20):
     # a measured anchor is used as is; an interpolated value lies between its anchors
     pred = LatencyPredictor(r20, final)
     assert pred.predict_ms(r20.space.uniform_plan(0.5)) > 0
+
+
+def test_in_context_profiling_covers_anchors_and_resumes(tmp_path, r20):
+    from hwprune.latency._profiler import anchor_plans
+
+    plans = anchor_plans(r20, 5)
+    anchors = anchor_keys(r20, 5)
+    table = LatencyTable.load(tmp_path, "host", create=True)
+    with pytest.raises(_Killed):
+        profile_model(r20, table, _DyingRunner(3), calibrate=False, progress=False)
+    partial = LatencyTable.load(tmp_path, "host", create=True).measured_keys()
+    assert 0 < len(partial) < len(anchors)
+    report = profile_model(r20, LatencyTable.load(tmp_path, "host", create=True),
+                           OrtLocalRunner(protocol=FAST), calibrate=False, progress=False)
+    assert report.reused == len(partial)
+    final = LatencyTable.load(tmp_path, "host")
+    assert final.measured_keys() == set(anchors)
+    # every anchor was read from a whole-model profile, none timed alone
+    assert report.in_context == report.timed and len(plans) <= 49
+    assert all(r["method"].startswith("in context") for r in final.rows.values() if r["source"] == "measured")
 
 
 def test_second_model_extends_instead_of_restarting(tmp_path, r20):

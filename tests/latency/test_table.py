@@ -84,8 +84,11 @@ def test_journal_survives_a_kill(tmp_path):
 def test_calibration_fit():
     assert fit_calibration([(1.0, 1.5), (2.0, 2.5), (3.0, 3.5)]) == pytest.approx((1.0, 0.5))
     assert fit_calibration([(2.0, 3.0)]) == pytest.approx((1.5, 0.0))
-    # a negative offset is refused: pure scale instead, so no plan predicts below zero
+    # a negative offset is kept while every point stays positive ...
     a, b = fit_calibration([(1.0, 0.5), (2.0, 1.6), (3.0, 2.7)])
+    assert b < 0 and all(a * x + b > 0 for x in (1.0, 2.0, 3.0))
+    # ... and a fit that would not be increasing falls back to a pure scale
+    a, b = fit_calibration([(1.0, 3.0), (2.0, 2.0), (3.0, 1.0)])
     assert b == 0.0 and a > 0
     assert fit_calibration([]) == (1.0, 0.0)
 
@@ -102,3 +105,16 @@ def test_prediction_is_fast_enough_for_search(tmp_path, demo_analysis):
     per_call_ms = (time.perf_counter() - start) * 1000 / len(plans)
     assert all(v > 0 for v in values)
     assert per_call_ms < 20  # generous: typically ~0.1 ms; only guards against a regression to O(model)
+
+
+def test_prediction_never_below_lowest_measured_ratio(tmp_path, demo_analysis):
+    t = _filled(tmp_path, demo_analysis)
+    pred = LatencyPredictor(demo_analysis, t)
+    space = demo_analysis.space
+    dense, mid = pred.kernel_sum_ms(space.dense_plan()), pred.kernel_sum_ms(space.uniform_plan(0.3))
+    # two points whose affine fit has a large negative offset
+    t.meta["calibration"] = [{"model": demo_analysis.model_key, "kernel_sum_ms": x, "measured_ms": y}
+                             for x, y in ((dense, dense * 1.0), (mid, mid * 0.5), (dense * 0.9, dense * 0.85))]
+    pred = LatencyPredictor(demo_analysis, t)
+    smallest = space.smallest_plan()
+    assert pred.predict_ms(smallest) >= pred.min_ratio * pred.kernel_sum_ms(smallest) > 0

@@ -7,6 +7,8 @@ Protocol (one JSON object per line)::
     worker -> {"describe": {...}}
     runner -> {"cmd": "measure", "key": "...", "onnx_b64": "...", "protocol": {...}}
     worker -> {"measurement": {...}}
+    runner -> {"cmd": "profile_nodes", "onnx_b64": "...", "runs": 50}
+    worker -> {"nodes": {"node name": median_ms, ...}}
     runner -> {"cmd": "quit"}
 
 Anything that can start a process and talk over its stdin/stdout reaches a device this
@@ -57,6 +59,15 @@ def serve(stdin: TextIO = sys.stdin, stdout: TextIO = sys.stdout) -> int:
             settings.update({k: msg[k] for k in settings if k in msg})
             try:
                 send({"describe": ort_facts(int(settings["threads"]), settings["level"], settings["provider"])})
+            except Exception as exc:
+                send({"error": f"{type(exc).__name__}: {exc}"})
+        elif cmd == "profile_nodes":
+            from hwprune.devices._ort_runner import profile_nodes_ort
+
+            try:
+                nodes = profile_nodes_ort(base64.b64decode(msg["onnx_b64"]), int(settings["threads"]),
+                                          settings["level"], settings["provider"], int(msg.get("runs", 50)))
+                send({"nodes": nodes})
             except Exception as exc:
                 send({"error": f"{type(exc).__name__}: {exc}"})
         elif cmd == "measure":
@@ -178,6 +189,13 @@ class WorkerRunner(Runner):
                 yield Measurement(**ans["measurement"])
             else:
                 yield Measurement.failed(m.key, str(ans.get("error")))
+
+    def profile_nodes(self, onnx: bytes, runs: int) -> dict[str, float]:
+        ans = self._request({"cmd": "profile_nodes", "onnx_b64": base64.b64encode(onnx).decode(),
+                             "runs": runs}, self.protocol.timeout_s + 60)
+        if "nodes" not in ans:
+            raise DeviceError(f"runner '{self.command}' could not profile a model: {ans.get('error')}")
+        return ans["nodes"]
 
     def close(self) -> None:
         if self.proc is not None:

@@ -116,6 +116,8 @@ def test_worker_runner_agrees_with_local_and_survives_a_dead_worker(tmp_path):
         facts = w.describe()
         remote = {m.key: m.median_ms for m in w.measure(models)}
         assert facts["runtime"] == "onnxruntime" and facts["runner"] == "worker"
+        nodes = w.profile_nodes(a.cost.onnx_models[0], 5)  # in-context profiling works remotely too
+        assert all(any(n in nodes for n in t.runtime_names()) for t in a.templates)
         w.proc.kill()  # the device disappears; the runner restarts it and goes on
         again = list(w.measure(models[:2]))
     for k in keys:

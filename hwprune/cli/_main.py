@@ -533,9 +533,26 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _join_negative_values(argv: list[str]) -> list[str]:
+    """``--latency -5ms`` reaches the budget parser (and its clear message) instead of
+    argparse reading ``-5ms`` as an unknown flag."""
+    out: list[str] = []
+    i = 0
+    while i < len(argv):
+        tok = argv[i]
+        if tok in ("--latency", "--memory", "--ratio") and i + 1 < len(argv) \
+                and argv[i + 1][:1] == "-" and argv[i + 1][1:2].isdigit():
+            out.append(f"{tok}={argv[i + 1]}")
+            i += 2
+            continue
+        out.append(tok)
+        i += 1
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parser.parse_args(_join_negative_values(list(sys.argv[1:] if argv is None else argv)))
     if not getattr(args, "command", None):
         parser.print_help()
         return 2

@@ -187,7 +187,7 @@ def _build_artifact(_tvm: Any, run: Path, summary: dict[str, Any], profile: Devi
                 warnings.append(
                     f"TVM latency on this machine {measured['tvm_median_ms']:.3f} ms is "
                     f"{(ratio - 1) * 100:.0f}% above the predicted {predicted:.3f} ms"
-                    + ("" if tune_trials else "; untuned TVM is slow on CPU, try tune_trials (--tune N)"))
+                    + ("" if tune_trials else "; untuned TVM is slow on CPU, try --tune-trials N"))
     else:
         where = (f"a GPU ({target.get('arch', 'cuda')})" if _tvm.target_kind(target) == "cuda"
                  else _tvm.host_triple(target) or _tvm.target_kind(target))

@@ -361,7 +361,7 @@ def tune(mod: Any, target: dict[str, Any], database_dir: str | os.PathLike, max_
                            "resolve_target(target, num_cores=N)")
     if target_kind(target) == "llvm" and is_cross(target):
         raise CompileError("tuning a cross-compiled CPU target needs the device over RPC; "
-                           "this build tunes for the host only", "tune with --tune 0 or on the device")
+                           "this build tunes for the host only", "export without --tune-trials, or tune on the device")
     t0 = time.perf_counter()
     tgt = _target(target)
     db = _open_database(database_dir)

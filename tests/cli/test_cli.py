@@ -105,3 +105,34 @@ def test_process_exit_code_and_no_traceback():
     p = subprocess.run([sys.executable, "-m", "hwprune", "prune", "--model", "demo", "--ratio", "abc",
                         "--out", "x"], capture_output=True, text=True)
     assert p.returncode == 2 and p.stderr.strip().count("\n") == 0
+
+
+@pytest.fixture(scope="module")
+def demo_tables(tmp_path_factory):
+    """A host table for the demo measured here and now (the shipped one may be another CPU's)."""
+    from hwprune.analysis import analyze
+    from hwprune.devices._ort_runner import OrtLocalRunner
+    from hwprune.devices._runner import TimingProtocol
+    from hwprune.latency._profiler import profile_model
+    from hwprune.latency._table import LatencyTable
+    from hwprune.models import load_model
+
+    d = tmp_path_factory.mktemp("tables")
+    profile_model(analyze(load_model("demo")), LatencyTable.load(d, "host", create=True),
+                  OrtLocalRunner(protocol=TimingProtocol(warmup=2, repeats=5, min_time_s=0.0)),
+                  progress=False)
+    return str(d)
+
+
+@pytest.mark.parametrize("argv,needles", [
+    (["--device", "host", "--latency", "-5ms"], ["-5ms", "positive"]),
+    (["--device", "host", "--latency", "fast"], ["'fast'", "20ms"]),
+    (["--device", "host", "--latency", "20"], ["'20'"]),
+    (["--device", "nosuch", "--latency", "50%"], ["unknown device 'nosuch'", "pixel7"]),
+    (["--device", "host", "--memory", "1KB"], ["1KB", "smallest reachable"]),
+    (["--device", "host", "--latency", "0.001ms"], ["0.001ms", "fastest reachable"]),
+])
+def test_search_budget_errors(tmp_path, capsys, demo_tables, argv, needles):
+    code, _, err = run(capsys, "search", *argv, "--tables", demo_tables, "--run-dir", str(tmp_path / "r"))
+    _one_line_error(code, err, *needles)
+    assert not (tmp_path / "r" / "summary.json").exists()

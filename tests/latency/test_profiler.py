@@ -145,3 +145,22 @@ def test_stale_table_is_moved_aside_not_mixed(tmp_path, r20):
     assert report.stale_note and "cpu" in report.stale_note
     assert report.reused == 0 and report.timed == len(anchor_keys(r20, 5))
     assert list((tmp_path / "stale").glob("host-*.csv.gz"))
+
+
+def test_worker_builds_a_table_that_agrees_with_local(tmp_path, r20):
+    """The same table built through 'hwprune worker' (a subprocess here, ssh in real use)."""
+    import statistics
+
+    proto = TimingProtocol(warmup=3, repeats=20, min_time_s=0.0)
+    local = LatencyTable.load(tmp_path / "local", "host", create=True)
+    profile_model(r20, local, OrtLocalRunner(protocol=proto), calibrate=False, progress=False)
+    remote = LatencyTable.load(tmp_path / "remote", "host", create=True)
+    with WorkerRunner(f"{sys.executable} -m hwprune worker", protocol=proto) as w:
+        rep = profile_model(r20, remote, w, calibrate=False, progress=False)
+    assert rep.in_context == rep.timed > 0
+    a, b = LatencyTable.load(tmp_path / "local", "host"), LatencyTable.load(tmp_path / "remote", "host")
+    assert a.measured_keys() == b.measured_keys()
+    ratios = [b.rows[k]["latency_ms"] / a.rows[k]["latency_ms"] for k in a.measured_keys()]
+    assert 0.75 < statistics.median(ratios) < 1.33
+    assert sum(0.5 < r < 2.0 for r in ratios) >= 0.9 * len(ratios)
+    assert b.meta["measured_on"]["runner"] == "worker"

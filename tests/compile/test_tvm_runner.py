@@ -107,7 +107,6 @@ def test_local_runner_kernel_timeout_fails_only_that_kernel() -> None:
     assert time.monotonic() - t0 < 30
 
 
-@pytest.mark.slow
 def test_rpc_runner_agrees_with_local_runner(rpc_server) -> None:
     tracker, _ = rpc_server
     model = micro_conv(32, 32, 28)
@@ -121,7 +120,6 @@ def test_rpc_runner_agrees_with_local_runner(rpc_server) -> None:
     assert 0.5 < rem.median_ms / loc.median_ms < 2.0, (rem.median_ms, loc.median_ms)
 
 
-@pytest.mark.slow
 def test_rpc_dead_server_fails_fast(rpc_server) -> None:
     tracker, server = rpc_server
     model = micro_conv()
@@ -149,3 +147,43 @@ def test_rpc_runner_bad_tracker_is_one_line_error() -> None:
     with pytest.raises(DeviceError, match="cannot reach RPC tracker"):
         runner.prepare()
     assert time.monotonic() - t0 < 90
+
+
+def _tiny_model_file(tmp_path):
+    f = tmp_path / "tiny.py"
+    f.write_text("import torch.nn as nn\n"
+                 "def build():\n"
+                 "    m = nn.Sequential(nn.Conv2d(3, 16, 3, padding=1, bias=False), nn.BatchNorm2d(16), nn.ReLU(),\n"
+                 "                      nn.Conv2d(16, 16, 3, padding=1, bias=False), nn.BatchNorm2d(16), nn.ReLU(),\n"
+                 "                      nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(16, 4))\n"
+                 "    m.input_shape = (1, 3, 8, 8)\n"
+                 "    return m\n")
+    return f"{f}:build"
+
+
+def test_rpc_runner_builds_a_table_that_agrees_with_local(rpc_server, tmp_path) -> None:
+    """A whole table through a loopback tracker, entry by entry against the local TVM runner;
+    then the server dies mid-run and a rerun resumes from what was saved."""
+    import statistics
+
+    from hwprune.analysis import analyze
+    from hwprune.errors import TableError
+    from hwprune.latency._profiler import anchor_keys, profile_model
+    from hwprune.latency._table import LatencyTable
+    from hwprune.models import load_model
+
+    tracker, server = rpc_server
+    a = analyze(load_model(_tiny_model_file(tmp_path)))
+    proto = TimingProtocol(warmup=3, repeats=10, min_time_s=0.01, timeout_s=60.0)
+    with TvmLocalRunner(proto, target=HOST) as local:
+        profile_model(a, LatencyTable.load(tmp_path / "local", "dev", create=True), local,
+                      calibrate=False, progress=False)
+    with TvmRpcRunner(tracker, "test", HOST, protocol=proto) as remote:
+        rep = profile_model(a, LatencyTable.load(tmp_path / "rpc", "dev", create=True), remote,
+                            calibrate=False, progress=False)
+    assert rep.timed == len(anchor_keys(a, 5)) and rep.in_context == 0
+    loc, rpc = LatencyTable.load(tmp_path / "local", "dev"), LatencyTable.load(tmp_path / "rpc", "dev")
+    assert loc.measured_keys() == rpc.measured_keys()
+    ratios = [rpc.rows[k]["latency_ms"] / loc.rows[k]["latency_ms"] for k in loc.measured_keys()]
+    assert 0.5 < statistics.median(ratios) < 2.0, ratios
+    assert rpc.meta["measured_on"]["runner"].startswith("tvm")

@@ -43,15 +43,19 @@ def ort_facts(threads: int, level: str = "all", provider: str = "CPUExecutionPro
             "python": platform.python_version(), "numpy": numpy.__version__}
 
 
-def make_session(model: bytes | str, threads: int, level: str = "all",
-                 provider: str = "CPUExecutionProvider"):
+def _session_options(threads: int, level: str):
     ort = _ort()
     so = ort.SessionOptions()
     so.intra_op_num_threads = threads
     so.inter_op_num_threads = 1
     so.log_severity_level = 3
     so.graph_optimization_level = getattr(ort.GraphOptimizationLevel, _LEVELS[level])
-    return ort.InferenceSession(model, so, providers=[provider])
+    return so
+
+
+def make_session(model: bytes | str, threads: int, level: str = "all",
+                 provider: str = "CPUExecutionProvider"):
+    return _ort().InferenceSession(model, _session_options(threads, level), providers=[provider])
 
 
 def time_ort(sess, feeds: dict, protocol: TimingProtocol, key: str = "") -> Measurement:
@@ -100,11 +104,7 @@ def profile_nodes_ort(onnx: bytes, threads: int, level: str, provider: str, runs
     import tempfile
 
     ort = _ort()
-    so = ort.SessionOptions()
-    so.intra_op_num_threads = threads
-    so.inter_op_num_threads = 1
-    so.log_severity_level = 3
-    so.graph_optimization_level = getattr(ort.GraphOptimizationLevel, _LEVELS[level])
+    so = _session_options(threads, level)
     with tempfile.TemporaryDirectory(prefix="hwprune-prof-") as tmp:
         plain = ort.InferenceSession(onnx, so, providers=[provider])
         feeds = random_feeds(plain)

@@ -222,8 +222,11 @@ def profile_model(analysis: Analysis, table: LatencyTable, runner: Runner, ancho
         raise TableError(f"{len(report.failed)} kernels failed to time (first: {report.failed[0]})",
                          "the others are saved; rerun the same command to retry them")
     report.interpolated = interpolate(analysis, table, anchors)
-    if calibrate:
+    known = sum(1 for p in table.meta.get("calibration", []) if p.get("model") == analysis.model_key)
+    if calibrate and (report.timed or not known):
         report.calibration_points = _calibrate(analysis, table, runner, progress)
+    else:
+        report.calibration_points = known  # nothing new was timed: the calibration stands
     table.record_model(analysis.lm.model_id, analysis.lm.input_shape, templates=len(analysis.templates),
                        anchors_per_group=anchors, needed_kernels=report.needed,
                        measured_kernels=len(wanted), interpolated_kernels=report.interpolated)

@@ -42,10 +42,27 @@ def format_bytes(n: float) -> str:
     return f"{int(n)}B"
 
 
-def _percent(value: float, text: str, what: str, forms: str) -> float:
-    if not 0.0 < value <= 100.0:
-        raise BudgetError(f"{what} budget percentage must be in (0%, 100%], got '{text}'", forms)
-    return value / 100.0
+def _parse(text: str, what: str, regex: re.Pattern, forms: str, units: dict[str, float],
+           dense: float | None, example: str) -> float:
+    """The shared grammar of both budgets: ``<number><unit>`` or ``<number>%`` of ``dense``."""
+    raw = str(text)
+    m = regex.fullmatch(raw.strip())
+    if m is None:
+        if regex.fullmatch(raw.strip().lstrip("-")):
+            raise BudgetError(f"{what} budget must be positive, got '{raw}'", forms)
+        raise BudgetError(f"{what} budget must be a number with a unit, got '{raw}'", forms)
+    value, unit = float(m.group(1)), m.group(2).lower()
+    if unit == "%":
+        if not 0.0 < value <= 100.0:
+            raise BudgetError(f"{what} budget percentage must be in (0%, 100%], got '{raw}'", forms)
+        if dense is None or not dense > 0:
+            raise BudgetError(f"{what} budget '{raw}' is relative, but the dense {what} is unknown",
+                              f"give an absolute budget such as {example}")
+        return dense * value / 100.0
+    amount = value * units[unit]
+    if not amount > 0 or not math.isfinite(amount):
+        raise BudgetError(f"{what} budget must be positive, got '{raw}'", forms)
+    return amount
 
 
 def parse_latency_budget(text: str, dense_ms: float | None = None) -> float:
@@ -58,23 +75,8 @@ def parse_latency_budget(text: str, dense_ms: float | None = None) -> float:
     >>> parse_latency_budget("20ms"), parse_latency_budget("0.02s"), parse_latency_budget("50%", 0.5)
     (20.0, 20.0, 0.25)
     """
-    raw = str(text)
-    m = _LATENCY_RE.fullmatch(raw.strip())
-    if m is None:
-        if _LATENCY_RE.fullmatch(raw.strip().lstrip("-")):
-            raise BudgetError(f"latency budget must be positive, got '{raw}'", _LATENCY_FORMS)
-        raise BudgetError(f"latency budget must be a number with a unit, got '{raw}'", _LATENCY_FORMS)
-    value, unit = float(m.group(1)), m.group(2).lower()
-    if unit == "%":
-        share = _percent(value, raw, "latency", _LATENCY_FORMS)
-        if dense_ms is None or not dense_ms > 0:
-            raise BudgetError(f"latency budget '{raw}' is relative, but the dense latency is unknown",
-                              "give an absolute budget such as 20ms")
-        return dense_ms * share
-    ms = value * 1000.0 if unit == "s" else value
-    if not ms > 0 or not math.isfinite(ms):
-        raise BudgetError(f"latency budget must be positive, got '{raw}'", _LATENCY_FORMS)
-    return ms
+    return _parse(text, "latency", _LATENCY_RE, _LATENCY_FORMS, {"ms": 1.0, "s": 1000.0},
+                  dense_ms, "20ms")
 
 
 def parse_memory_budget(text: str, dense_bytes: int | None = None) -> int:
@@ -88,22 +90,9 @@ def parse_memory_budget(text: str, dense_bytes: int | None = None) -> int:
     >>> parse_memory_budget("50%", 3_000_000)
     1500000
     """
-    raw = str(text)
-    m = _MEMORY_RE.fullmatch(raw.strip())
-    if m is None:
-        if _MEMORY_RE.fullmatch(raw.strip().lstrip("-")):
-            raise BudgetError(f"memory budget must be positive, got '{raw}'", _MEMORY_FORMS)
-        raise BudgetError(f"memory budget must be a number with a unit, got '{raw}'", _MEMORY_FORMS)
-    value, unit = float(m.group(1)), m.group(2).lower()
-    if unit == "%":
-        share = _percent(value, raw, "memory", _MEMORY_FORMS)
-        if dense_bytes is None or not dense_bytes > 0:
-            raise BudgetError(f"memory budget '{raw}' is relative, but the dense memory is unknown",
-                              "give an absolute budget such as 4MB")
-        return int(dense_bytes * share)
-    nbytes = int(value * _MEMORY_UNITS[unit])
+    nbytes = int(_parse(text, "memory", _MEMORY_RE, _MEMORY_FORMS, _MEMORY_UNITS, dense_bytes, "4MB"))
     if nbytes <= 0:
-        raise BudgetError(f"memory budget must be positive, got '{raw}'", _MEMORY_FORMS)
+        raise BudgetError(f"memory budget must be positive, got '{text}'", _MEMORY_FORMS)
     return nbytes
 
 

@@ -86,6 +86,8 @@ def main() -> int:
     ap.add_argument("--trials", type=int, default=24, help="evaluated candidates per search")
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--finetune-steps", type=int, default=150)
+    ap.add_argument("--candidate-finetune-steps", type=int, default=0,
+                    help="fine-tune steps per candidate before it is scored (both searches)")
     ap.add_argument("--lr", type=float, default=0.01)
     ap.add_argument("--val-images", type=int, default=2000, help="validation images per candidate")
     ap.add_argument("--calibration-images", type=int, default=512)
@@ -128,7 +130,8 @@ def main() -> int:
             picks["uniform"] = (plan, None, 0.0, 0, 0)
             for method, sampler, seeded in (("random", "random", False), ("hwprune", "tpe", True)):
                 scorer = AccuracyScorer(space, task, calibration_images=args.calibration_images,
-                                        val_images=args.val_images, seed=seed)
+                                        val_images=args.val_images, seed=seed,
+                                        finetune_steps=args.candidate_finetune_steps)
                 search = PlanSearch(analysis, predictor, budget, scorer, seed=seed, sampler=sampler,
                                     enqueue_uniform=seeded, progress=False,
                                     run_dir=work / f"{budget_text.rstrip('%')}-{seed}-{method}")

@@ -7,7 +7,6 @@ shows the traceback.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import warnings
 from pathlib import Path
@@ -64,10 +63,6 @@ def _load(args: argparse.Namespace):
     from hwprune.models import load_model
 
     return load_model(args.model, args.weights, args.input_shape)
-
-
-def _progress_enabled(args: argparse.Namespace) -> bool:
-    return not getattr(args, "no_progress", False) and sys.stderr.isatty()
 
 
 # ---- models --------------------------------------------------------------------------------
@@ -425,9 +420,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("profile", help="build or extend a device's latency table for a model",
                        description=(
-                           "Time every kernel the model's pruning space can produce (a sparse grid "
-                           "of channel counts, the rest interpolated and marked so), calibrate "
-                           "against end-to-end runs, and save the table. Resumes where a killed run "
+                           "Time every kernel the model's pruning space can produce on a sparse grid "
+                           "of channel counts (read from per-node profiles of whole pruned models "
+                           "where the runner can, else one micro model per kernel; the rest "
+                           "interpolated and marked so), calibrate against end-to-end runs, and "
+                           "save the table. Resumes where a killed run "
                            "stopped. Devices that are not this machine are reached with --runner "
                            "(any command that starts 'hwprune worker' there, e.g. over ssh) or "
                            "--rpc (a TVM RPC tracker); without either they get an analytic estimate."),
@@ -558,7 +555,6 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if not args.debug:
         warnings.filterwarnings("ignore")
-        os.environ.setdefault("TQDM_DISABLE", "0")
     try:
         return int(args.func(args) or 0)
     except HwpruneError as exc:

@@ -9,7 +9,7 @@ signature string) and yields one :class:`Measurement` per model. Call order::
         ...
     runner.close()                # always (use ``with runner:``); cleans remote files
 
-Built-in runners are found by name in :data:`RUNNERS`.
+Built-in runners are found by name in :data:`hwprune.devices.RUNNERS` (``make_runner``).
 """
 from __future__ import annotations
 

@@ -97,9 +97,11 @@ class LatencyPredictor:
         return out
 
     def _raise_missing(self, missing: list[str]) -> None:
+        from hwprune.models import ZOO
+
         lm = self.analysis.lm
-        shape = "" if lm.spec in ("demo",) or lm.spec == lm.model_id and lm.spec.isidentifier() else \
-            f" --input-shape {'x'.join(map(str, lm.input_shape))}"
+        # zoo models know their input shape; a user model's must be repeated
+        shape = "" if lm.spec in ZOO else f" --input-shape {'x'.join(map(str, lm.input_shape))}"
         cmd = f"hwprune profile --device {self.table.device} --model {lm.spec or lm.model_id}{shape}"
         uniq = sorted(set(missing))
         raise MissingKernelsError(

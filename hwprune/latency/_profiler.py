@@ -19,7 +19,6 @@ from typing import Any, Callable, Sequence
 from hwprune.analysis import Analysis
 from hwprune.devices._runner import MicroModel, Runner
 from hwprune.errors import StaleTableError, TableError
-from hwprune.latency._extract import KernelTemplate
 from hwprune.latency._micro import micro_model
 from hwprune.latency._table import LatencyTable, now_iso
 
@@ -31,10 +30,6 @@ def _anchor_values(choices: Sequence[int], n: int) -> list[int]:
         return list(choices)
     idx = sorted({round(i * (len(choices) - 1) / (n - 1)) for i in range(n)})
     return [choices[i] for i in idx]
-
-
-def _template_axes(t: KernelTemplate, analysis: Analysis) -> list[int]:
-    return list(t.groups_used)
 
 
 def _keep_vector(analysis: Analysis, assign: dict[int, int]) -> list[int]:
@@ -49,7 +44,7 @@ def needed_keys(analysis: Analysis) -> set[str]:
     out: set[str] = set()
     groups = analysis.space.groups
     for t in analysis.templates:
-        axes = _template_axes(t, analysis)
+        axes = list(t.groups_used)
         for combo in itertools.product(*[groups[g].choices for g in axes]):
             out.add(t.sig(_keep_vector(analysis, dict(zip(axes, combo)))).key)
     return out
@@ -60,7 +55,7 @@ def anchor_keys(analysis: Analysis, anchors: int) -> dict[str, Any]:
     out = {}
     groups = analysis.space.groups
     for t in analysis.templates:
-        axes = _template_axes(t, analysis)
+        axes = list(t.groups_used)
         for combo in itertools.product(*[_anchor_values(groups[g].choices, anchors) for g in axes]):
             sig = t.sig(_keep_vector(analysis, dict(zip(axes, combo))))
             out[sig.key] = sig
@@ -80,7 +75,7 @@ def interpolate(analysis: Analysis, table: LatencyTable, anchors: int) -> int:
     groups = analysis.space.groups
     added = 0
     for t in analysis.templates:
-        axes = _template_axes(t, analysis)
+        axes = list(t.groups_used)
         grids = [_anchor_values(groups[g].choices, anchors) for g in axes]
         for combo in itertools.product(*[groups[g].choices for g in axes]):
             key = t.sig(_keep_vector(analysis, dict(zip(axes, combo)))).key

@@ -23,7 +23,6 @@ import platform
 import shlex
 import sys
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 

@@ -128,7 +128,7 @@ class PruningSpace:
 
     def uniform_plan(self, ratio: float) -> PruningPlan:
         """Every group keeps ``(1 - ratio)`` of its channels, snapped to its choices."""
-        if not (0.0 <= ratio < 1.0) or math.isnan(ratio):
+        if not 0.0 <= ratio < 1.0:  # also false for NaN
             raise ConfigError(f"pruning ratio must be in [0, 1), got {ratio}")
         return self._plan({g.name: g.snap(g.size * (1.0 - ratio)) for g in self.groups},
                           uniform_ratio=ratio)

@@ -16,7 +16,6 @@ global RNG state is left untouched. Progress bars (tqdm, on stderr) show only wh
 from __future__ import annotations
 
 import itertools
-import math
 import sys
 import time
 from dataclasses import dataclass, field

@@ -162,12 +162,12 @@ def _tiny_model_file(tmp_path):
 
 
 def test_rpc_runner_builds_a_table_that_agrees_with_local(rpc_server, tmp_path) -> None:
-    """A whole table through a loopback tracker, entry by entry against the local TVM runner;
-    then the server dies mid-run and a rerun resumes from what was saved."""
+    """A whole table through a loopback tracker, entry by entry against the local TVM runner.
+    (A dead server failing fast is test_rpc_dead_server_fails_fast; resuming from the
+    journal is runner-independent and tested in tests/latency/test_profiler.py.)"""
     import statistics
 
     from hwprune.analysis import analyze
-    from hwprune.errors import TableError
     from hwprune.latency._profiler import anchor_keys, profile_model
     from hwprune.latency._table import LatencyTable
     from hwprune.models import load_model

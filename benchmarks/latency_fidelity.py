@@ -2,7 +2,10 @@
 
 For each model, 30 seeded random plans (every group's ratio drawn from [0, 0.7]) are
 pruned, exported and timed end to end with onnxruntime (the host profile's threads and
-optimization level, median of many runs), and compared with the table's prediction.
+optimization level), and compared with the table's prediction. Plans are timed in
+interleaved rounds and each keeps its lowest round median, so a spell in which the shared
+machine runs slow (it happens, 10-40% for tens of seconds) is not blamed on the plans that
+happened to run then. The table is built the same way (lowest of several passes).
 Tables missing a model are profiled first (the time and number of timed kernels are
 reported). Run on a quiet machine: other processes on the cores distort both sides.
 
@@ -25,7 +28,7 @@ import pandas as pd
 from hwprune._paths import tables_dir
 from hwprune.analysis import analyze
 from hwprune.devices import load_profile
-from hwprune.devices._ort_runner import OrtLocalRunner, cpu_model, make_session, random_feeds, time_ort
+from hwprune.devices._ort_runner import OrtLocalRunner, cpu_model, make_session, time_interleaved
 from hwprune.devices._runner import TimingProtocol
 from hwprune.latency import host_facts
 from hwprune.latency._predict import LatencyPredictor
@@ -60,6 +63,8 @@ def main() -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--tables", help="table folder (default: the shipped latency_tables/)")
     ap.add_argument("--min-time", type=float, default=2.0, help="seconds of timed runs per plan")
+    ap.add_argument("--rounds", type=int, default=10,
+                    help="interleaved timing rounds over all plans (lowest round median is kept)")
     args = ap.parse_args()
 
     profile = load_profile("host")
@@ -86,20 +91,17 @@ def main() -> int:
         for p in plans:
             pred.predict_ms(p)
         predict_us = (time.perf_counter() - t0) / len(plans) * 1e6
-        predicted, measured = [], []
-        for i, plan in enumerate(plans):
-            sess = make_session(to_onnx_bytes(analysis.space.apply(plan), analysis.lm.input_shape),
-                                profile.threads)
-            m = time_ort(sess, random_feeds(sess), TimingProtocol(warmup=10, repeats=30, min_time_s=args.min_time))
-            p = pred.predict_ms(plan)
-            predicted.append(p)
-            measured.append(m.median_ms)
-            rows.append({"model": name, "plan": i, "predicted_ms": p, "measured_ms": m.median_ms,
-                         "measured_p10_ms": m.p10_ms, "measured_p90_ms": m.p90_ms,
-                         "error_pct": 100 * (p - m.median_ms) / m.median_ms,
-                         "macs": analysis.cost.cost(plan).macs})
-            print(f"{name} plan {i:2d}: predicted {p:8.3f} ms  measured {m.median_ms:8.3f} ms  "
-                  f"({100 * (p - m.median_ms) / m.median_ms:+5.1f}%)", file=sys.stderr)
+        sessions = [make_session(to_onnx_bytes(analysis.space.apply(plan), analysis.lm.input_shape),
+                                 profile.threads) for plan in plans]
+        measured = time_interleaved(sessions, rounds=args.rounds, min_time_s=args.min_time,
+                                    progress=sys.stderr.isatty())
+        del sessions
+        predicted = [pred.predict_ms(plan) for plan in plans]
+        for i, (plan, p, m) in enumerate(zip(plans, predicted, measured)):
+            rows.append({"model": name, "plan": i, "predicted_ms": p, "measured_ms": m,
+                         "error_pct": 100 * (p - m) / m, "macs": analysis.cost.cost(plan).macs})
+            print(f"{name} plan {i:2d}: predicted {p:8.3f} ms  measured {m:8.3f} ms  "
+                  f"({100 * (p - m) / m:+5.1f}%)", file=sys.stderr)
         errs = [abs(r["error_pct"]) for r in rows if r["model"] == name]
         summary.append({"model": name, "input": "x".join(map(str, analysis.lm.input_shape)),
                         "plans": len(plans), "within_10pct": sum(e <= 10 for e in errs),

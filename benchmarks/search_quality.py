@@ -10,12 +10,14 @@ methods pick a pruning plan that fits the budget by prediction:
 * ``hwprune``: the TPE search of ``hwprune search`` (uniform plans enqueued first).
 
 Candidates are scored identically (adaptive BN on 512 training images, accuracy on the
-first ``--val-images`` validation images). Each method's winner is then fine-tuned
-identically (``--finetune-steps`` SGD steps, KD from the dense model, the same batches
-for a given seed), scored on the full 10,000-image test set and timed end to end with
-onnxruntime (host profile threads, median). Repeated for each seed (the search seed and
-the fine-tune seed; the uniform plan is the same for every seed, only its fine-tune
-varies).
+first ``--val-images`` validation images). Both searches then end as ``hwprune search``
+does: their ``--finalists`` best-scored candidates (hwprune adds the uniform plan, as
+its search does) are each fine-tuned (``--finetune-steps`` SGD steps, KD from the dense
+model, the same batches for a given seed) and the best on the validation split wins.
+The uniform plan gets the same fine-tune. Winners are scored on the full 10,000-image
+test set, which no method sees, and timed end to end with onnxruntime (host profile
+threads). Repeated for each seed (the search seed and the fine-tune seed; the uniform
+plan is the same for every seed).
 
     python benchmarks/search_quality.py                       # the full run (~30 min, 2 cores)
     python benchmarks/search_quality.py --trials 3 --seeds 0 --finetune-steps 5 \\
@@ -47,9 +49,10 @@ from hwprune.models import load_model
 from hwprune.onnx_export import to_onnx_bytes
 from hwprune.search._budget import Budget
 from hwprune.search._data import load_fashion_mnist
-from hwprune.search._run import KD_ALPHA, KD_TEMPERATURE, fresh_train_loader, measure_latency_ms
-from hwprune.search._study import AccuracyScorer, PlanSearch, plan_from_keep, widest_uniform_plan
-from hwprune.search._train import adaptive_bn, evaluate, finetune
+from hwprune.search._run import (KD_ALPHA, KD_TEMPERATURE, finalist_plans, finetune_finalists,
+                                 measure_latency_ms)
+from hwprune.search._study import AccuracyScorer, PlanSearch, widest_uniform_plan
+from hwprune.search._train import evaluate
 
 OUT = Path(__file__).parent / "results"
 METHODS = ("uniform", "random", "hwprune")
@@ -86,6 +89,8 @@ def main() -> int:
     ap.add_argument("--trials", type=int, default=24, help="evaluated candidates per search")
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--finetune-steps", type=int, default=150)
+    ap.add_argument("--finalists", type=int, default=3,
+                    help="top candidates of each search fine-tuned before the winner is picked")
     ap.add_argument("--candidate-finetune-steps", type=int, default=0,
                     help="fine-tune steps per candidate before it is scored (both searches)")
     ap.add_argument("--lr", type=float, default=0.01)
@@ -126,33 +131,33 @@ def main() -> int:
         budget = Budget.parse(budget_text, None, dense_ms, None)
         for seed in args.seeds:
             picks: dict[str, tuple] = {}
-            plan = widest_uniform_plan(space, lambda p: budget.fits(predictor.predict_ms(p), 0))
-            picks["uniform"] = (plan, None, 0.0, 0, 0)
+            uniform = widest_uniform_plan(space, lambda p: budget.fits(predictor.predict_ms(p), 0))
+            picks["uniform"] = ([("uniform width", uniform)], None, 0.0, 0, 0)
             for method, sampler, seeded in (("random", "random", False), ("hwprune", "tpe", True)):
                 scorer = AccuracyScorer(space, task, calibration_images=args.calibration_images,
                                         val_images=args.val_images, seed=seed,
-                                        finetune_steps=args.candidate_finetune_steps)
+                                        finetune_steps=args.candidate_finetune_steps,
+                                        teacher=dense if args.candidate_finetune_steps else None)
                 search = PlanSearch(analysis, predictor, budget, scorer, seed=seed, sampler=sampler,
                                     enqueue_uniform=seeded, progress=False,
                                     run_dir=work / f"{budget_text.rstrip('%')}-{seed}-{method}")
                 out = search.run(args.trials)
                 best = out.best
-                plan = plan_from_keep(space, best.keep)
-                picks[method] = (plan, best.val_accuracy, out.wall_s, out.evaluated, len(out.records))
+                # both searches end as hwprune search does: the top candidates are fine-tuned
+                # and the best on validation wins; only hwprune adds the uniform plan
+                finalists = finalist_plans(space, out.records, args.finalists, uniform if seeded else None)
+                picks[method] = (finalists, best.val_accuracy, out.wall_s, out.evaluated, len(out.records))
                 log(f"[{budget_text} seed {seed}] {method}: search {out.wall_s:.0f} s, "
                     f"{out.evaluated} evaluated / {len(out.records)} proposed, "
-                    f"val {best.val_accuracy:.4f} at {best.predicted_ms:.4g} ms")
+                    f"top val {best.val_accuracy:.4f} at {best.predicted_ms:.4g} ms, "
+                    f"{len(finalists)} finalists")
             for method in METHODS:
-                plan, search_val, search_s, evaluated, proposed = picks[method]
-                model = space.apply(plan)
-                adaptive_bn(model, task.calibration_batches(args.calibration_images),
-                            args.calibration_images)
-                ft_s = 0.0
-                if args.finetune_steps > 0:
-                    ft = finetune(model, fresh_train_loader(task.train), args.finetune_steps, args.lr,
-                                  teacher=dense, kd_alpha=KD_ALPHA, temperature=KD_TEMPERATURE,
-                                  seed=seed, progress=False)
-                    ft_s = ft.wall_s
+                finalists, search_val, search_s, evaluated, proposed = picks[method]
+                i, model, frows = finetune_finalists(space, finalists, task, dense, steps=args.finetune_steps,
+                                                     lr=args.lr, seed=seed,
+                                                     calibration_images=args.calibration_images)
+                plan = finalists[i][1]
+                ft_s = sum(r["finetune_s"] for r in frows)
                 test = evaluate(model, task.test)
                 measured = measure_latency_ms(to_onnx_bytes(model, shape), profile,
                                               min_time_s=0.5)["median_ms"]
@@ -160,6 +165,8 @@ def main() -> int:
                 rows.append({"budget": budget_text, "budget_ms": budget.latency_ms, "seed": seed,
                              "method": method, "predicted_ms": predictor.predict_ms(plan),
                              "measured_ms": measured, "search_val_accuracy": search_val,
+                             "val_accuracy": frows[i]["val_accuracy"], "winner": finalists[i][0],
+                             "finalists": len(finalists),
                              "test_accuracy": test, "params": cost.params, "macs": cost.macs,
                              "evaluated": evaluated, "proposed": proposed, "search_s": search_s,
                              "finetune_s": ft_s,

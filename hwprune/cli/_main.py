@@ -302,9 +302,9 @@ def estimated_warning(table, device: str, model: str) -> str | None:
 
 
 def measure_plan_ms(analysis, plan, profile, repeats: int = 100) -> float:
-    """End-to-end median latency of the pruned model on this machine (onnxruntime)."""
-    from hwprune.devices._ort_runner import make_session, random_feeds, time_ort
-    from hwprune.devices._runner import TimingProtocol
+    """End-to-end latency of the pruned model on this machine (onnxruntime): the lowest
+    of 5 round medians, each round on every core in turn (see ``time_interleaved``)."""
+    from hwprune.devices._ort_runner import make_session, time_interleaved
     from hwprune.onnx_export import to_onnx_bytes
 
     if not profile.measurable_here:
@@ -313,8 +313,7 @@ def measure_plan_ms(analysis, plan, profile, repeats: int = 100) -> float:
     pruned = analysis.space.apply(plan)
     sess = make_session(to_onnx_bytes(pruned, analysis.lm.input_shape), profile.threads,
                         profile.runtime.get("graph_optimization_level", "all"))
-    m = time_ort(sess, random_feeds(sess), TimingProtocol(warmup=10, repeats=repeats, min_time_s=0.5))
-    return m.median_ms
+    return time_interleaved([sess], rounds=5, min_time_s=max(0.5, repeats / 200), threads=profile.threads)[0]
 
 
 # ---- search / export / worker --------------------------------------------------------------
@@ -327,6 +326,8 @@ def cmd_search(args: argparse.Namespace) -> int:
         raise ConfigError("give a budget: --latency (e.g. 20ms, 0.02s, 50%) and/or --memory (e.g. 4MB)")
     if args.trials < 1:
         raise ConfigError(f"--trials must be at least 1, got {args.trials}")
+    if args.finalists < 1:
+        raise ConfigError(f"--finalists must be at least 1, got {args.finalists}")
     run_dir = args.run_dir
     if run_dir is None:
         if args.resume:
@@ -338,7 +339,7 @@ def cmd_search(args: argparse.Namespace) -> int:
         latency=args.latency, memory=args.memory, trials=args.trials, seed=args.seed,
         run_dir=run_dir, resume=args.resume, storage_url=args.storage, study_name=args.study_name,
         pareto=args.pareto, sampler=args.sampler, finetune_steps=args.finetune_steps,
-        candidate_finetune_steps=args.candidate_finetune_steps, lr=args.lr, data_dir=args.data,
+        finalists=args.finalists, candidate_finetune_steps=args.candidate_finetune_steps, lr=args.lr, data_dir=args.data,
         task=args.task, tables=args.tables, calibration_images=args.calibration_images,
         val_images=args.val_images, measure=not args.no_measure,
         progress=not args.no_progress and sys.stderr.isatty())
@@ -498,7 +499,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="validation images scored per candidate (default 2000)")
     s.add_argument("--no-measure", action="store_true",
                    help="do not time the winner end to end on the host")
-    s.add_argument("--finetune-steps", type=int, default=300, help="KD fine-tune steps for the winner (default 300)")
+    s.add_argument("--finetune-steps", type=int, default=300,
+                   help="KD fine-tune steps for each finalist (default 300)")
+    s.add_argument("--finalists", type=int, default=3,
+                   help="best-scored candidates fine-tuned in full (plus the uniform-width plan); "
+                        "the best on validation wins (default 3; 1: fine-tune the top one only)")
     s.add_argument("--candidate-finetune-steps", type=int, default=0,
                    help="fine-tune steps per candidate before scoring (default 0: adaptive BN only)")
     s.add_argument("--data", metavar="DIR", help="folder with the four Fashion-MNIST idx .gz files")

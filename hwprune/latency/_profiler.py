@@ -6,11 +6,18 @@ the largest and evenly spaced choices between), and fill every other reachable c
 count by (bi)linear interpolation between the measured anchors. Interpolated rows are
 written to the table as ``source=interpolated`` with the anchors named in ``method``, so
 nothing is passed off as measured.
+
+Runtimes that pad channels to a SIMD block (onnxruntime's NCHWc kernels: 16 channels on
+AVX-512) make latency a staircase in the channel count: 56 channels cost what 64 do.
+Anchors and interpolation therefore work on *padded* channel counts, ``ceil(c / block) *
+block`` (counts under one block stay distinct), with the block the runner reports
+(``channel_block``; 1 means no padding).
 """
 from __future__ import annotations
 
 import itertools
 import random
+import statistics
 import sys
 import time
 from dataclasses import dataclass, field
@@ -25,11 +32,29 @@ from hwprune.latency._table import LatencyTable, now_iso
 __all__ = ["ProfileReport", "profile_model", "needed_keys", "estimate_model", "calibration_plans"]
 
 
-def _anchor_values(choices: Sequence[int], n: int) -> list[int]:
-    if len(choices) <= n:
-        return list(choices)
-    idx = sorted({round(i * (len(choices) - 1) / (n - 1)) for i in range(n)})
-    return [choices[i] for i in idx]
+def _padded(c: int, block: int) -> int:
+    """The channel count a blocked kernel really computes. Counts under one block stay
+    as they are: onnxruntime reads such an input without reordering it (as it does the
+    3 channels of an image), so 8 channels are cheaper than 16 there."""
+    return c if c < block else -(-c // block) * block
+
+
+def _anchor_values(choices: Sequence[int], n: int, block: int = 1) -> list[int]:
+    """Up to ``n`` channel counts to measure, spread evenly over the distinct padded sizes.
+
+    Each padded size is represented by its block-aligned choice when there is one (else
+    the largest choice that pads to it), so a measured anchor is the cost of whole blocks.
+    """
+    rep: dict[int, int] = {}
+    for c in sorted(choices):
+        p = _padded(c, block)
+        if p not in rep or c == p or rep[p] != p:
+            rep[p] = c
+    sizes = sorted(rep)
+    if len(sizes) > n:
+        idx = sorted({round(i * (len(sizes) - 1) / (n - 1)) for i in range(n)})
+        sizes = [sizes[i] for i in idx]
+    return [rep[p] for p in sizes]
 
 
 def _keep_vector(analysis: Analysis, assign: dict[int, int]) -> list[int]:
@@ -50,38 +75,44 @@ def needed_keys(analysis: Analysis) -> set[str]:
     return out
 
 
-def anchor_keys(analysis: Analysis, anchors: int) -> dict[str, Any]:
+def anchor_keys(analysis: Analysis, anchors: int, block: int = 1) -> dict[str, Any]:
     """The signatures to time: each template at every combination of anchor values."""
     out = {}
     groups = analysis.space.groups
     for t in analysis.templates:
         axes = list(t.groups_used)
-        for combo in itertools.product(*[_anchor_values(groups[g].choices, anchors) for g in axes]):
+        for combo in itertools.product(*[_anchor_values(groups[g].choices, anchors, block) for g in axes]):
             sig = t.sig(_keep_vector(analysis, dict(zip(axes, combo))))
             out[sig.key] = sig
     return out
 
 
-def _bracket(values: Sequence[int], x: int) -> tuple[int, int, float]:
+def _bracket(values: Sequence[int], x: int, block: int = 1) -> tuple[int, int, float]:
+    """Anchors ``lo <= x <= hi`` around ``x`` and the weight of ``hi``, in padded sizes."""
+    px = _padded(x, block)
     for lo, hi in zip(values, values[1:]):
-        if lo <= x <= hi:
-            return lo, hi, (x - lo) / (hi - lo) if hi > lo else 0.0
+        plo, phi = _padded(lo, block), _padded(hi, block)
+        if plo <= px <= phi:
+            return lo, hi, (px - plo) / (phi - plo) if phi > plo else 0.0
+    if len(values) == 1 and _padded(values[0], block) == px:
+        return values[0], values[0], 0.0
     raise ValueError(f"{x} outside {values[0]}..{values[-1]}")
 
 
-def interpolate(analysis: Analysis, table: LatencyTable, anchors: int) -> int:
+def interpolate(analysis: Analysis, table: LatencyTable, anchors: int, block: int = 1) -> int:
     """Fill every needed signature that was not measured; returns how many were added."""
     lookup = {k: float(r["latency_ms"]) for k, r in table.rows.items() if r["source"] == "measured"}
     groups = analysis.space.groups
     added = 0
+    pad_note = f", channels padded to blocks of {block}" if block > 1 else ""
     for t in analysis.templates:
         axes = list(t.groups_used)
-        grids = [_anchor_values(groups[g].choices, anchors) for g in axes]
+        grids = [_anchor_values(groups[g].choices, anchors, block) for g in axes]
         for combo in itertools.product(*[groups[g].choices for g in axes]):
             key = t.sig(_keep_vector(analysis, dict(zip(axes, combo)))).key
             if key in lookup or (key in table.rows and table.rows[key]["source"] != "estimated"):
                 continue
-            brackets = [_bracket(grid, v) for grid, v in zip(grids, combo)]
+            brackets = [_bracket(grid, v, block) for grid, v in zip(grids, combo)]
             total, used = 0.0, []
             for corner in itertools.product(*[(0, 1)] * len(axes)):
                 w = 1.0
@@ -98,7 +129,7 @@ def interpolate(analysis: Analysis, table: LatencyTable, anchors: int) -> int:
                 used.append(f"{'/'.join(str(assign[g]) for g in axes)}")
             table.put(key, total, "interpolated",
                       f"{'bi' if len(axes) == 2 else 'multi' if len(axes) > 2 else ''}linear over "
-                      f"measured channel grid ({', '.join(used)})")
+                      f"measured channel grid ({', '.join(used)}){pad_note}")
             added += 1
     return added
 
@@ -139,10 +170,10 @@ class ProfileReport:
         return dict(self.__dict__)
 
 
-def _progress(total: int, desc: str, enabled: bool):
+def _progress(total: int, desc: str, enabled: bool, unit: str = "kernel"):
     from tqdm.auto import tqdm
 
-    return tqdm(total=total, desc=desc, unit="kernel", disable=not enabled or total == 0,
+    return tqdm(total=total, desc=desc, unit=unit, disable=not enabled or total == 0,
                 file=sys.stderr, dynamic_ncols=True)
 
 
@@ -178,7 +209,9 @@ def profile_model(analysis: Analysis, table: LatencyTable, runner: Runner, ancho
     if "runner_overhead_ms" not in table.meta:
         table.meta["runner_overhead_ms"] = _harness_overhead_ms(runner)
     overhead = float(table.meta["runner_overhead_ms"])
-    wanted = anchor_keys(analysis, anchors)
+    block = int(facts.get("channel_block") or 1)
+    table.meta["channel_block"] = block
+    wanted = anchor_keys(analysis, anchors, block)
     have = table.measured_keys()
     todo = [k for k in wanted if k not in have]
     report = ProfileReport(table.device, analysis.model_key, len(analysis.templates),
@@ -187,9 +220,12 @@ def profile_model(analysis: Analysis, table: LatencyTable, runner: Runner, ancho
     facts_text = (f"{facts.get('runtime')} {facts.get('runtime_version')} {facts.get('provider', '')} "
                   f"threads={facts.get('threads')} on {facts.get('cpu', facts.get('machine', '?'))} "
                   f"via {facts.get('runner')}").strip()
+    known = sum(1 for p in table.meta.get("calibration", []) if p.get("model") == analysis.model_key)
+    cal = _Calibration(analysis, runner, progress) if calibrate and (todo or not known) else None
     if todo and in_context:
         try:
-            _profile_in_context(analysis, table, runner, anchors, set(todo), facts_text, report, progress)
+            _profile_in_context(analysis, table, runner, anchors, block, set(todo), facts_text, report,
+                                progress, between_passes=cal.between if cal else None)
         except NotImplementedError:
             pass  # this runner cannot profile whole models: every kernel as a micro model
         have = table.measured_keys()
@@ -216,10 +252,9 @@ def profile_model(analysis: Analysis, table: LatencyTable, runner: Runner, ancho
         table.save()
         raise TableError(f"{len(report.failed)} kernels failed to time (first: {report.failed[0]})",
                          "the others are saved; rerun the same command to retry them")
-    report.interpolated = interpolate(analysis, table, anchors)
-    known = sum(1 for p in table.meta.get("calibration", []) if p.get("model") == analysis.model_key)
-    if calibrate and (report.timed or not known):
-        report.calibration_points = _calibrate(analysis, table, runner, progress)
+    report.interpolated = interpolate(analysis, table, anchors, block)
+    if cal is not None:
+        report.calibration_points = cal.finish(table)
     else:
         report.calibration_points = known  # nothing new was timed: the calibration stands
     table.record_model(analysis.lm.model_id, analysis.lm.input_shape, templates=len(analysis.templates),
@@ -238,18 +273,23 @@ def _next_prime(n: int) -> int:
     return n
 
 
-def anchor_plans(analysis: Analysis, anchors: int) -> list[dict[str, int]]:
+def anchor_plans(analysis: Analysis, anchors: int, block: int = 1, variant: int = 0) -> list[dict[str, int]]:
     """Whole-model plans whose kernels, together, hit every anchor combination.
 
     Each group gets a colour ``c_g`` so that groups sharing a kernel have different
     colours; plan ``(u, v)`` puts group ``g`` at anchor ``(u + v * c_g) mod p``. For two
     groups of different colours the map ``(u, v) -> (u + v c_1, u + v c_2)`` is a
     bijection of Z_p^2, so every pair of anchors occurs in some plan (p prime).
+
+    ``variant`` > 0 adds a seeded offset per group, ``(u + v * c_g + o_g) mod p``: still
+    every pair, but each kernel among different neighbours. A kernel's time depends on
+    its neighbours (what is in cache, how the runtime lays the tensors out), so the
+    profiler times every anchor in several such contexts and keeps the median.
     """
     import itertools as _it
 
     groups = analysis.space.groups
-    grid = [_anchor_values(g.choices, anchors) for g in groups]
+    grid = [_anchor_values(g.choices, anchors, block) for g in groups]
     neighbours: dict[int, set[int]] = {i: set() for i in range(len(groups))}
     for t in analysis.templates:
         for a, b in _it.combinations(t.groups_used, 2):
@@ -268,49 +308,87 @@ def anchor_plans(analysis: Analysis, anchors: int) -> list[dict[str, int]]:
             break
         p = _next_prime(p + 1)
     pairs = any(neighbours.values())
+    rng = random.Random(variant)
+    offset = [rng.randrange(p) if variant else 0 for _ in groups]
     plans = []
     for u in range(p):
         for v in range(p if pairs else 1):
-            plans.append({groups[g].name: grid[g][((u + v * colour[g]) % p) % len(grid[g])]
+            plans.append({groups[g].name: grid[g][((u + v * colour[g] + offset[g]) % p) % len(grid[g])]
                           for g in range(len(groups))})
     return plans
 
 
-def _profile_in_context(analysis: Analysis, table: LatencyTable, runner: Runner, anchors: int,
-                        todo: set[str], facts_text: str, report: "ProfileReport", progress: bool) -> None:
+def _profile_in_context(analysis: Analysis, table: LatencyTable, runner: Runner, anchors: int, block: int,
+                        todo: set[str], facts_text: str, report: "ProfileReport", progress: bool,
+                        passes: int = 3, between_passes: Callable[[], None] | None = None) -> None:
+    """Time the ``todo`` anchor kernels inside whole pruned models.
+
+    Each of the ``passes`` runs a different set of anchor plans (:func:`anchor_plans`
+    variants), so every kernel is timed among different neighbours; its latency is the
+    median over passes. Each kernel is journaled after its first pass (and updated after
+    each later one), so a kill loses at most the model in flight. ``between_passes()``
+    runs after each pass (the calibration's end-to-end passes), spreading both over time.
+    """
     from hwprune.onnx_export import to_onnx_bytes
 
     space = analysis.space
-    method = f"in context (per-node profile of whole pruned models): {facts_text}"
-    plans = anchor_plans(analysis, anchors)
-    bar = _progress(len(plans), f"profiling {analysis.lm.model_id} on {table.device} in context", progress)
+    method = (f"in context (per-node profile of whole pruned models; median over {passes} sets of "
+              f"neighbours): {facts_text}")
+    designs = [anchor_plans(analysis, anchors, block, variant) for variant in range(passes)]
+    mine: set[str] = set()  # kernels first timed by this call: the later passes refine them
+    bar = _progress(sum(map(len, designs)), f"profiling {analysis.lm.model_id} on {table.device} in context",
+                    progress, unit="model")
     try:
-        for keep in plans:
-            bar.update(1)
-            plan = space._plan(keep)
-            full = space.full_keep(plan)
-            keep_vec = [full[g.name] for g in space.groups]
-            keys = [(t, t.sig(keep_vec).key) for t in analysis.templates]
-            if not any(k in todo and k not in table.rows for _, k in keys):
-                continue  # finished before a kill, or nothing new
-            nodes = runner.profile_nodes(to_onnx_bytes(space.apply(plan), analysis.lm.input_shape),
-                                         runner.protocol.repeats)
-            samples: dict[str, list[float]] = {}
-            for t, key in keys:
-                for name in t.runtime_names():
-                    if name in nodes:
-                        samples.setdefault(key, []).append(nodes[name])
-                        break
-            for key, xs in samples.items():
-                if key in todo and key not in table.rows:
+        for pass_no, plans in enumerate(designs):
+            for keep in plans:
+                bar.update(1)
+                plan = space._plan(keep)
+                full = space.full_keep(plan)
+                keep_vec = [full[g.name] for g in space.groups]
+                keys = [(t, t.sig(keep_vec).key) for t in analysis.templates]
+                if pass_no == 0:
+                    wanted = {k for _, k in keys if k in todo and k not in table.rows}
+                else:
+                    wanted = {k for _, k in keys if k in mine and len(_samples(table.rows[k])) <= pass_no}
+                if not wanted:
+                    continue  # finished before a kill, or nothing new
+                nodes = runner.profile_nodes(to_onnx_bytes(space.apply(plan), analysis.lm.input_shape),
+                                             runner.protocol.repeats)
+                samples: dict[str, list[float]] = {}
+                for t, key in keys:
+                    for name in t.runtime_names():
+                        if name in nodes:
+                            samples.setdefault(key, []).append(nodes[name])
+                            break
+                for key, xs in samples.items():
+                    if key not in wanted:
+                        continue
                     xs.sort()
-                    table.append_journal({"key": key, "latency_ms": xs[len(xs) // 2],
-                                          "runs": runner.protocol.repeats, "source": "measured",
-                                          "method": method, "created": now_iso()})
-                    report.timed += 1
-                    report.in_context += 1
+                    ms = xs[len(xs) // 2]
+                    if pass_no == 0:
+                        table.append_journal({"key": key, "latency_ms": ms, "runs": runner.protocol.repeats,
+                                              "samples_ms": f"{ms:.6g}", "source": "measured", "method": method,
+                                              "created": now_iso()})
+                        mine.add(key)
+                        report.timed += 1
+                        report.in_context += 1
+                    else:
+                        row = table.rows[key]
+                        got = sorted([*_samples(row), ms])
+                        table.append_journal({**row, "samples_ms": ";".join(f"{x:.6g}" for x in got),
+                                              "latency_ms": statistics.median(got), "created": now_iso()})
+            if between_passes is not None:
+                between_passes()
     finally:
         bar.close()
+
+
+def _samples(row: dict[str, Any]) -> list[float]:
+    """The per-context medians a row was made from (``samples_ms``, ';'-separated)."""
+    text = row.get("samples_ms")
+    if not isinstance(text, str) or not text:
+        return [float(row["latency_ms"])]
+    return [float(x) for x in text.split(";")]
 
 
 def _harness_overhead_ms(runner: Runner) -> float:
@@ -326,39 +404,72 @@ def _harness_overhead_ms(runner: Runner) -> float:
     return 0.0 if res.error else float(res.median_ms)
 
 
-def _calibrate(analysis: Analysis, table: LatencyTable, runner: Runner, progress: bool) -> int:
-    from hwprune.latency._predict import LatencyPredictor
-    from hwprune.onnx_export import to_onnx_bytes
+class _Calibration:
+    """End-to-end timings of the calibration plans, taken in passes spread over the build.
 
-    plans = calibration_plans(analysis)
-    pred = LatencyPredictor(analysis, table)
-    models = []
-    for name, plan in plans:
-        pruned = analysis.space.apply(plan)
-        models.append((name, plan, MicroModel(f"e2e:{analysis.model_key}:{name}",
-                                              to_onnx_bytes(pruned, analysis.lm.input_shape))))
-    points = [p for p in table.meta.get("calibration", []) if p.get("model") != analysis.model_key]
-    bar = _progress(len(models), "calibrating end to end", progress)
-    saved = runner.protocol
-    # whole models: fewer repeats suffice, but time at least half a second each
-    from dataclasses import replace as _replace
-    runner.protocol = _replace(saved, min_time_s=max(saved.min_time_s, 0.5))
-    try:
-        for (name, plan, _), m in zip(models, runner.measure([mm for _, _, mm in models])):
-            bar.update(1)
-            if m.error:
-                continue
-            points.append({"model": analysis.model_key, "plan": name,
-                           "kernel_sum_ms": pred.kernel_sum_ms(plan), "measured_ms": m.median_ms,
-                           "p10_ms": m.p10_ms, "p90_ms": m.p90_ms, "date": now_iso()})
-    finally:
-        runner.protocol = saved
-        bar.close()
-    table.meta["calibration"] = points
-    table.meta["calibration_model"] = ("per model: measured_ms = scale * kernel_sum_ms + offset, "
-                                       "least squares on relative error over the model's points, "
-                                       "floored at the lowest measured/kernel_sum ratio")
-    return sum(1 for p in points if p["model"] == analysis.model_key)
+    A model's latency is its lowest pass median: slow spells on a shared machine only add
+    time, and passes run between the in-context passes, a minute or more apart, so the
+    calibration sees the same quiet moments the kernel timings do.
+    """
+
+    def __init__(self, analysis: Analysis, runner: Runner, progress: bool, passes: int = 9) -> None:
+        from hwprune.onnx_export import to_onnx_bytes
+
+        self.analysis, self.runner, self.passes = analysis, runner, passes
+        self.models = [(name, plan, MicroModel(f"e2e:{analysis.model_key}:{name}",
+                                               to_onnx_bytes(analysis.space.apply(plan), analysis.lm.input_shape)))
+                       for name, plan in calibration_plans(analysis)]
+        self.times: dict[str, list[float]] = {}
+        self.done = 0
+        self.progress = progress
+        self.bar = None
+
+    def between(self) -> None:
+        """A third of the passes: called after each in-context pass."""
+        self.run(max(1, self.passes // 3))
+
+    def run(self, passes: int | None = None) -> None:
+        """Time ``passes`` more passes over all calibration models (default: the rest)."""
+        from dataclasses import replace as _replace
+
+        n = self.passes - self.done if passes is None else min(passes, self.passes - self.done)
+        if self.bar is None:
+            self.bar = _progress(len(self.models) * self.passes, "calibrating end to end", self.progress,
+                                 unit="model")
+        saved = self.runner.protocol
+        self.runner.protocol = _replace(saved, repeats=max(5, saved.repeats // self.passes),
+                                        min_time_s=max(saved.min_time_s, 1.2 / self.passes))
+        try:
+            for _ in range(n):
+                for (name, _, _), m in zip(self.models, self.runner.measure([mm for _, _, mm in self.models])):
+                    self.bar.update(1)
+                    if not m.error:
+                        self.times.setdefault(name, []).append(m.median_ms)
+                self.done += 1
+        finally:
+            self.runner.protocol = saved
+
+    def finish(self, table: LatencyTable) -> int:
+        from hwprune.latency._predict import LatencyPredictor
+
+        self.run()
+        self.bar.close()
+        self.bar = None
+        pred = LatencyPredictor(self.analysis, table)
+        key = self.analysis.model_key
+        points = [p for p in table.meta.get("calibration", []) if p.get("model") != key]
+        for name, plan, _ in self.models:
+            xs = sorted(self.times.get(name, []))
+            if xs:
+                points.append({"model": key, "plan": name, "kernel_sum_ms": pred.kernel_sum_ms(plan),
+                               "measured_ms": xs[0], "max_ms": xs[-1], "passes": len(xs),
+                               "date": now_iso()})
+        table.meta["calibration"] = points
+        table.meta["calibration_model"] = ("per model: measured_ms = scale * kernel_sum_ms + offset, "
+                                           "least squares on relative error over the model's points, "
+                                           "floored at the lowest measured/kernel_sum ratio; "
+                                           "measured_ms is the lowest of several pass medians")
+        return sum(1 for p in points if p["model"] == key)
 
 
 def estimate_model(analysis: Analysis, table: LatencyTable, estimator) -> ProfileReport:

@@ -30,7 +30,8 @@ SOURCES = ("measured", "interpolated", "estimated")
 VALUE_COLUMNS = ["latency_ms", "p10_ms", "p90_ms", "std_ms", "runs", "source", "method", "created"]
 COLUMNS = ["key"] + SIG_FIELDS + VALUE_COLUMNS
 #: facts that must match for a measured table to describe this machine
-FRESHNESS_FIELDS = ("cpu", "runtime", "runtime_version", "provider", "threads", "graph_optimization_level")
+FRESHNESS_FIELDS = ("cpu", "runtime", "runtime_version", "provider", "threads", "graph_optimization_level",
+                    "channel_block")
 
 
 def now_iso() -> str:

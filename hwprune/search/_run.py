@@ -38,7 +38,7 @@ from hwprune.errors import ConfigError, HwpruneError, PlanError
 from hwprune.pruning import PruningPlan
 from hwprune.search._budget import Budget, check_reachable, format_bytes
 from hwprune.search._study import (JOURNAL_NAME, AccuracyScorer, PlanSearch, TrialRecord,
-                                    plan_from_keep)
+                                    plan_from_keep, widest_uniform_plan)
 
 __all__ = ["run_search", "load_pruned", "measure_latency_ms", "estimated_table_warning",
            "fresh_train_loader"]
@@ -84,14 +84,14 @@ def measure_latency_ms(onnx_model: bytes | str, profile: Any, *, warmup: int = 5
     Returns the median and spread in milliseconds with the protocol used. Only meaningful
     for a profile that is measurable here (the host).
     """
-    from hwprune.devices._ort_runner import make_session, random_feeds, time_ort
+    from hwprune.devices._ort_runner import make_session, random_feeds, time_ort, timing_cores
     from hwprune.devices._runner import TimingProtocol
 
     rt = profile.runtime
     sess = make_session(onnx_model, profile.threads, rt.get("graph_optimization_level", "all"),
                         rt.get("provider", "CPUExecutionProvider"))
     proto = TimingProtocol(warmup=warmup, repeats=repeats, min_time_s=min_time_s)
-    m = time_ort(sess, random_feeds(sess), proto)
+    m = time_ort(sess, random_feeds(sess), proto, cores=timing_cores(profile.threads))
     return {"median_ms": m.median_ms, "p10_ms": m.p10_ms, "p90_ms": m.p90_ms, "runs": m.runs,
             "warmup": m.warmup, "threads": profile.threads, "runtime": "onnxruntime"}
 
@@ -147,6 +147,14 @@ def _fmt(v: Any, spec: str = ".4f") -> str:
     return "-" if v is None else format(v, spec)
 
 
+def _winner_text(s: dict[str, Any]) -> str:
+    trial = s["search"]["best_trial"]
+    if s["search"].get("finalists"):
+        label = next(r["finalist"] for r in s["search"]["finalists"] if r.get("chosen"))
+        return f"the best of {len(s['search']['finalists'])} finalists ({label})"
+    return f"trial {trial}"
+
+
 def _summary_md(s: dict[str, Any]) -> str:
     d, p = s["dense"], s["pruned"]
     b = s["budget"]
@@ -170,8 +178,8 @@ def _summary_md(s: dict[str, Any]) -> str:
         f"Search: {s['search']['evaluated']} candidates evaluated of {s['search']['proposed_total']} "
         f"proposed ({s['search']['infeasible']} over budget, not evaluated), sampler "
         f"{s['search']['sampler']}, seed {s['search']['seed']}, {s['search']['wall_s']:.0f} s. "
-        f"Winner: trial {s['search']['best_trial']}, fine-tuned {s['finetune']['steps']} steps "
-        f"with the dense model as teacher ({s['finetune']['wall_s']:.0f} s).",
+        f"Winner: {_winner_text(s)}, fine-tuned {s['finetune']['steps']} steps "
+        f"with the dense model as teacher ({s['finetune']['wall_s']:.0f} s in all).",
         "",
         "Kept channels per group:",
         "",
@@ -180,6 +188,11 @@ def _summary_md(s: dict[str, Any]) -> str:
     ]
     for g, k in s["plan_keep"].items():
         lines.append(f"| {g} | {k} | {s['plan_dense'][g]} |")
+    if s["search"].get("finalists"):
+        lines += ["", "Finalists (each fine-tuned identically; the best on validation won):", "",
+                  "| finalist | val accuracy | chosen |", "|---|---:|:---:|"]
+        for r in s["search"]["finalists"]:
+            lines.append(f"| {r['finalist']} | {r['val_accuracy']:.4f} | {'yes' if r.get('chosen') else ''} |")
     if b.get("latency_ms") is not None and p["measured_ms"] is not None:
         lines += ["", f"Measured latency is {p['measured_ms'] / b['latency_ms']:.0%} of the latency budget."]
     for w in s["warnings"]:
@@ -187,6 +200,60 @@ def _summary_md(s: dict[str, Any]) -> str:
     for n in s["notes"]:
         lines += ["", f"Note: {n}"]
     return "\n".join(lines) + "\n"
+
+
+# --------------------------------------------------------------------------- finalists
+
+def finalist_plans(space: Any, records: list[TrialRecord], count: int,
+                   uniform: PruningPlan | None) -> list[tuple[str, PruningPlan]]:
+    """The ``count`` best-scored distinct candidates, plus the uniform-width plan.
+
+    The search's score (accuracy right after pruning and BatchNorm recalibration) ranks
+    plans of similar quality poorly; the finalists are therefore fine-tuned in full and
+    compared again. The widest uniform plan within budget always competes, so the answer
+    is never worse on validation than narrowing every layer alike.
+    """
+    out: list[tuple[str, PruningPlan]] = []
+    seen: set[tuple[int, ...]] = set()
+    ranked = sorted((r for r in records if r.scored), key=lambda r: (-r.val_accuracy, r.predicted_ms, r.number))
+    for r in ranked:
+        plan = plan_from_keep(space, r.keep)
+        key = tuple(space.full_keep(plan).values())
+        if key not in seen:
+            seen.add(key)
+            out.append((f"trial {r.number}", plan))
+        if len(out) >= count:
+            break
+    if uniform is not None and tuple(space.full_keep(uniform).values()) not in seen:
+        out.append(("uniform width", uniform))
+    return out
+
+
+def finetune_finalists(space: Any, finalists: list[tuple[str, PruningPlan]], data: Any, dense: Any, *,
+                       steps: int, lr: float, seed: int, calibration_images: int,
+                       progress: bool = False, say: Callable[[str], None] = lambda _m: None
+                       ) -> tuple[int, Any, list[dict[str, Any]]]:
+    """Prune, recalibrate and distil each finalist identically; the best on validation wins.
+
+    Returns the winner's index, its fine-tuned model and one row per finalist (label,
+    validation accuracy, fine-tune seconds). Ties go to the earlier finalist.
+    """
+    from hwprune.search._train import adaptive_bn, evaluate, finetune
+
+    best_i, best_model, best_val, rows = -1, None, -1.0, []
+    for i, (label, plan) in enumerate(finalists):
+        model = space.apply(plan)
+        adaptive_bn(model, data.calibration_batches(calibration_images), calibration_images)
+        ft = finetune(model, fresh_train_loader(data.train), steps, lr, teacher=dense, kd_alpha=KD_ALPHA,
+                      temperature=KD_TEMPERATURE, seed=seed, progress=progress)
+        model.eval()
+        val = evaluate(model, data.val)
+        rows.append({"finalist": label, "val_accuracy": val, "finetune_s": ft.wall_s,
+                     "final_loss": ft.final_loss, "keep": dict(space.full_keep(plan))})
+        say(f"finalist {i + 1}/{len(finalists)} ({label}): val {val:.4f} after {steps} fine-tune steps")
+        if val > best_val:
+            best_i, best_model, best_val = i, model, val
+    return best_i, best_model, rows
 
 
 # --------------------------------------------------------------------------- run_search
@@ -197,6 +264,7 @@ def run_search(*, model: str, weights: str | os.PathLike | None = None,
                seed: int = 0, run_dir: str | os.PathLike, resume: bool = False,
                storage_url: str | None = None, study_name: str | None = None,
                pareto: bool = False, sampler: str | None = None, finetune_steps: int = 300,
+               finalists: int = 3,
                candidate_finetune_steps: int = 0, lr: float = 0.01, data_dir: str | None = None,
                task: str | None = None, tables: str | os.PathLike | None = None,
                calibration_images: int = 512, val_images: int | None = 2000,
@@ -209,9 +277,12 @@ def run_search(*, model: str, weights: str | os.PathLike | None = None,
     peak activations). ``trials`` candidates are *evaluated* (adaptive BN on
     ``calibration_images`` training images, ``candidate_finetune_steps`` of fine-tuning,
     accuracy on the first ``val_images`` validation images); plans predicted over budget
-    are recorded but cost no evaluation. The winner is fine-tuned ``finetune_steps``
-    steps with the dense model as teacher, then scored on the full validation and test
-    sets, and on a measurable device (the host) timed end to end with onnxruntime.
+    are recorded but cost no evaluation. The ``finalists`` best-scored candidates and the
+    widest uniform-width plan within budget are each fine-tuned ``finetune_steps`` steps
+    with the dense model as teacher; the best on the full validation set wins (with
+    ``finalists=1`` only the top-scored candidate is fine-tuned). The winner is scored on
+    the validation and test sets and, on a measurable device (the host), timed end to end
+    with onnxruntime.
 
     ``resume`` continues the study in ``run_dir``; ``storage_url`` (RDB URL, e.g.
     ``postgresql://user:pw@host/db``) shares one study between worker processes; see
@@ -287,23 +358,45 @@ def run_search(*, model: str, weights: str | os.PathLike | None = None,
     if best is None:  # the uniform seeds fit, so only failures get here
         raise HwpruneError("the search scored no candidate within the budget",
                            "see the error column of trials.csv")
-    plan = plan_from_keep(space, best.keep, created_by="hwprune search", device=profile.name,
-                          budget=budget.to_dict(), predicted_ms=best.predicted_ms,
-                          memory_bytes=best.memory_bytes, trial=best.number,
-                          search_val_accuracy=best.val_accuracy, seed=seed)
     say(f"search: {outcome.evaluated} evaluated, {outcome.infeasible} over budget; best trial "
         f"{best.number}: val {best.val_accuracy:.4f} at {best.predicted_ms:.4g} ms predicted "
         f"({outcome.wall_s:.0f} s)")
+    records = search.records()
 
-    # ---- the winner: prune, recalibrate, distil from the dense model -------------------
-    pruned = space.apply(plan)
-    adaptive_bn(pruned, data.calibration_batches(calibration_images), calibration_images)
-    ft_wall, ft_loss = 0.0, None
-    if finetune_steps > 0:
-        say(f"fine-tuning the winner {finetune_steps} steps with the dense model as teacher")
-        ft = finetune(pruned, fresh_train_loader(data.train), finetune_steps, lr, teacher=dense,
-                      kd_alpha=KD_ALPHA, temperature=KD_TEMPERATURE, seed=seed, progress=progress)
-        ft_wall, ft_loss = ft.wall_s, ft.final_loss
+    # ---- the winner: the best finalist after pruning, recalibration and distillation ----
+    ft_wall, ft_loss, finalist_rows = 0.0, None, []
+    keep, pruned = best.keep, None
+    if finalists > 1 and finetune_steps > 0:
+        def fits(p: PruningPlan) -> bool:
+            return budget.fits(predictor.predict_ms(p), analysis.cost.cost(p).memory_bytes)
+
+        cands = finalist_plans(space, records, finalists, widest_uniform_plan(space, fits))
+        say(f"fine-tuning {len(cands)} finalists {finetune_steps} steps each with the dense model "
+            f"as teacher; the best on validation wins")
+        i, pruned, finalist_rows = finetune_finalists(
+            space, cands, data, dense, steps=finetune_steps, lr=lr, seed=seed,
+            calibration_images=calibration_images, progress=progress, say=say)
+        keep = dict(space.full_keep(cands[i][1]))
+        ft_wall = sum(r["finetune_s"] for r in finalist_rows)
+        ft_loss = finalist_rows[i]["final_loss"]
+        for j, row in enumerate(finalist_rows):
+            row["chosen"] = j == i
+    bare = plan_from_keep(space, keep)
+    chosen = next((r for r in records if r.scored and plan_from_keep(space, r.keep).keep == bare.keep), None)
+    predicted_ms = float(predictor.predict_ms(bare))
+    plan = plan_from_keep(space, keep, created_by="hwprune search", device=profile.name,
+                          budget=budget.to_dict(), predicted_ms=predicted_ms,
+                          memory_bytes=analysis.cost.cost(bare).memory_bytes,
+                          trial=chosen.number if chosen else None,
+                          search_val_accuracy=chosen.val_accuracy if chosen else None, seed=seed)
+    if pruned is None:
+        pruned = space.apply(plan)
+        adaptive_bn(pruned, data.calibration_batches(calibration_images), calibration_images)
+        if finetune_steps > 0:
+            say(f"fine-tuning the winner {finetune_steps} steps with the dense model as teacher")
+            ft = finetune(pruned, fresh_train_loader(data.train), finetune_steps, lr, teacher=dense,
+                          kd_alpha=KD_ALPHA, temperature=KD_TEMPERATURE, seed=seed, progress=progress)
+            ft_wall, ft_loss = ft.wall_s, ft.final_loss
     pruned.eval()
     pruned_val = evaluate(pruned, data.val)
     pruned_test = evaluate(pruned, data.test) if data.test is not None else None
@@ -324,13 +417,12 @@ def run_search(*, model: str, weights: str | os.PathLike | None = None,
     torch.save(pruned.state_dict(), tmp)
     tmp.replace(run_dir / "model.pt")
     _atomic_write(run_dir / "model.onnx", pruned_onnx)
-    records = search.records()
     _trials_csv(records, run_dir / "trials.csv")
     files = ["plan.json", "model.pt", "model.onnx", "trials.csv", "trials.png", "summary.md"]
     if pareto:
         _trials_csv(outcome.front, run_dir / "pareto.csv")
         files.append("pareto.csv")
-    plot_trials(records, budget, run_dir / "trials.png", chosen=best.number, dense_ms=dense_ms,
+    plot_trials(records, budget, run_dir / "trials.png", chosen=chosen.number if chosen else None, dense_ms=dense_ms,
                 front=outcome.front if pareto else (),
                 title=f"{lm.model_id} on {profile.name}: {budget.describe()}")
 
@@ -348,11 +440,12 @@ def run_search(*, model: str, weights: str | os.PathLike | None = None,
         "budget": budget.to_dict(),
         "budget_text": budget.describe(),
         "dense": _model_facts(dense_cost, dense_ms, dense_measured, dense_val, dense_test),
-        "pruned": _model_facts(pruned_cost, best.predicted_ms, pruned_measured,
+        "pruned": _model_facts(pruned_cost, predicted_ms, pruned_measured,
                                pruned_val, pruned_test),
-        "predicted_latency_ms": best.predicted_ms,
+        "predicted_latency_ms": predicted_ms,
         "measured_latency_ms": pruned_measured["median_ms"] if pruned_measured else None,
-        "accuracy": {"val": pruned_val, "test": pruned_test, "search_val": best.val_accuracy,
+        "accuracy": {"val": pruned_val, "test": pruned_test,
+                     "search_val": chosen.val_accuracy if chosen else None,
                      "search_val_images": val_images},
         "fastest_reachable_ms": floor_ms,
         "table_kind": table_kind,
@@ -362,7 +455,8 @@ def run_search(*, model: str, weights: str | os.PathLike | None = None,
         "search": {"trials": trials, "evaluated": outcome.evaluated,
                    "proposed_this_run": outcome.proposed, "proposed_total": len(records),
                    "infeasible": outcome.infeasible, "sampler": search.sampler_name,
-                   "seed": seed, "pareto": pareto, "best_trial": best.number,
+                   "seed": seed, "pareto": pareto, "best_trial": chosen.number if chosen else None,
+                   "top_scored_trial": best.number, "finalists": finalist_rows,
                    "stop_reason": outcome.stop_reason, "wall_s": outcome.wall_s,
                    "mean_candidate_s": (sum(r.duration_s for r in scored) / len(scored)
                                         if scored else None),
@@ -373,7 +467,8 @@ def run_search(*, model: str, weights: str | os.PathLike | None = None,
                    "pareto_front": [{"trial": r.number, "predicted_ms": r.predicted_ms,
                                      "val_accuracy": r.val_accuracy} for r in outcome.front]
                    if pareto else None},
-        "finetune": {"steps": finetune_steps, "lr": lr, "teacher": "dense", "kd_alpha": KD_ALPHA,
+        "finetune": {"steps": finetune_steps, "finalists": len(finalist_rows) or 1, "lr": lr,
+                     "teacher": "dense", "kd_alpha": KD_ALPHA,
                      "temperature": KD_TEMPERATURE, "wall_s": ft_wall, "final_loss": ft_loss},
         "onnx_max_rel_diff": onnx_diff,
         "host": {"machine": platform.node(), "torch_threads": torch.get_num_threads()},

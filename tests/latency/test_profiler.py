@@ -5,7 +5,7 @@ import sys
 import pytest
 
 from hwprune.analysis import analyze
-from hwprune.devices._ort_runner import OrtLocalRunner
+from hwprune.devices._ort_runner import OrtLocalRunner, channel_block
 from hwprune.devices._runner import TimingProtocol
 from hwprune.devices._worker import WorkerRunner
 from hwprune.latency._predict import LatencyPredictor
@@ -14,6 +14,7 @@ from hwprune.latency._table import LatencyTable
 from hwprune.models import load_model
 
 FAST = TimingProtocol(warmup=2, repeats=5, min_time_s=0.0)
+BLOCK = channel_block()  # what this machine's onnxruntime pads channels to
 
 
 @pytest.fixture(scope="module")
@@ -54,7 +55,7 @@ def test_profile_resumes_after_kill_and_interpolates(tmp_path, r20):
     assert len(again.measured_keys()) == 25
     report = profile_model(r20, again, OrtLocalRunner(protocol=FAST), calibrate=False, progress=False,
                            in_context=False)
-    anchors = anchor_keys(r20, 5)
+    anchors = anchor_keys(r20, 5, BLOCK)
     assert report.reused == 25 and report.timed == len(anchors) - 25
     final = LatencyTable.load(tmp_path, "host")
     counts = final.counts()
@@ -72,8 +73,8 @@ def test_profile_resumes_after_kill_and_interpolates(tmp_path, r20):
 def test_in_context_profiling_covers_anchors_and_resumes(tmp_path, r20):
     from hwprune.latency._profiler import anchor_plans
 
-    plans = anchor_plans(r20, 5)
-    anchors = anchor_keys(r20, 5)
+    plans = anchor_plans(r20, 5, BLOCK)
+    anchors = anchor_keys(r20, 5, BLOCK)
     table = LatencyTable.load(tmp_path, "host", create=True)
     with pytest.raises(_Killed):
         profile_model(r20, table, _DyingRunner(3), calibrate=False, progress=False)
@@ -104,7 +105,7 @@ def test_second_model_extends_instead_of_restarting(tmp_path, r20):
 
 def test_worker_runner_agrees_with_local_and_survives_a_dead_worker(tmp_path):
     a = analyze(load_model("demo"))
-    keys = sorted(anchor_keys(a, 2))[:6]
+    keys = sorted(anchor_keys(a, 2, BLOCK))[:6]
     from hwprune.devices._runner import MicroModel
     from hwprune.latency._micro import micro_model
     from hwprune.latency._signature import KernelSig
@@ -143,7 +144,7 @@ def test_stale_table_is_moved_aside_not_mixed(tmp_path, r20):
     report = profile_model(r20, LatencyTable.load(tmp_path, "host"), OrtLocalRunner(protocol=FAST),
                            calibrate=False, progress=False)
     assert report.stale_note and "cpu" in report.stale_note
-    assert report.reused == 0 and report.timed == len(anchor_keys(r20, 5))
+    assert report.reused == 0 and report.timed == len(anchor_keys(r20, 5, BLOCK))
     assert list((tmp_path / "stale").glob("host-*.csv.gz"))
 
 
@@ -164,3 +165,37 @@ def test_worker_builds_a_table_that_agrees_with_local(tmp_path, r20):
     assert 0.75 < statistics.median(ratios) < 1.33
     assert sum(0.5 < r < 2.0 for r in ratios) >= 0.9 * len(ratios)
     assert b.meta["measured_on"]["runner"] == "worker"
+
+
+def test_channel_block_is_read_from_the_runtime():
+    b = channel_block()
+    assert b in (1, 2, 4, 8, 16, 32, 64)
+    assert channel_block("extended") == 1  # the blocked (NCHWc) rewrite only runs at level 'all'
+
+
+def test_anchors_and_interpolation_follow_the_channel_blocks():
+    from hwprune.latency._profiler import _anchor_values, _bracket, _padded
+
+    choices = list(range(8, 129, 8))
+    # one anchor per padded size; aligned counts represent their block; 8 < 16 stays itself
+    assert _anchor_values(choices, 20, 16) == [8, 16, 32, 48, 64, 80, 96, 112, 128]
+    assert _anchor_values(choices, 5, 16) == [8, 32, 64, 96, 128]
+    assert _anchor_values(choices, 5, 1) == [8, 40, 72, 96, 128]  # evenly over all 16 counts
+    assert [_padded(c, 16) for c in (3, 8, 16, 17, 56, 64)] == [3, 8, 16, 32, 64, 64]
+    # 56 channels cost what 64 do: all the weight on the 64 anchor, none on 48
+    assert _bracket([8, 16, 32, 48, 64], 56, 16) == (48, 64, 1.0)
+    assert _bracket([8, 16, 32, 48, 64], 56, 1) == (48, 64, 0.5)
+    lo, hi, w = _bracket([8, 32, 64, 96, 128], 72, 16)
+    assert (lo, hi) == (64, 96) and w == pytest.approx(0.5)  # 72 pads to 80, half way
+
+
+def test_interleaved_timing_gives_one_value_per_model_and_orders_them():
+    from hwprune.devices._ort_runner import make_session, time_interleaved
+    from hwprune.onnx_export import to_onnx_bytes
+
+    a = analyze(load_model("demo"))
+    small, dense = (make_session(to_onnx_bytes(a.space.apply(p), a.lm.input_shape), 1)
+                    for p in (a.space.smallest_plan(), a.space.dense_plan()))
+    ms = time_interleaved([small, dense, small], rounds=3, min_time_s=0.1)
+    assert len(ms) == 3 and all(m > 0 for m in ms)
+    assert ms[1] > 1.5 * max(ms[0], ms[2])

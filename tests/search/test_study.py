@@ -260,6 +260,14 @@ def test_run_search_writes_a_finished_run_dir(tables, tmp_path) -> None:
     assert summary["table_kind"] == "measured" and summary["warnings"] == []
     assert 0 <= summary["accuracy"]["test"] <= 1 and summary["search"]["evaluated"] == 3
     assert summary["onnx_max_rel_diff"] < 1e-3
+    # the finalists were fine-tuned alike and the one best on validation is the answer
+    fin = summary["search"]["finalists"]
+    assert len(fin) >= 2 and sum(r["chosen"] for r in fin) == 1
+    chosen = next(r for r in fin if r["chosen"])
+    assert chosen["val_accuracy"] == max(r["val_accuracy"] for r in fin)
+    assert chosen["keep"] == summary["plan_keep"]
+    assert summary["accuracy"]["val"] == pytest.approx(chosen["val_accuracy"])
+    assert "finalists" in (run_dir / "summary.md").read_text()
     trials = pd.read_csv(run_dir / "trials.csv")
     assert len(trials) == summary["search"]["proposed_total"]
     assert {"number", "state", "predicted_ms", "memory_bytes", "feasible", "val_accuracy",

@@ -7,7 +7,10 @@ methods pick a pruning plan that fits the budget by prediction:
   share of its channels) - no search;
 * ``random``: Optuna's RandomSampler, the same number of evaluated candidates as hwprune
   (proposals over budget are free for both and do not count), no uniform seeding;
-* ``hwprune``: the TPE search of ``hwprune search`` (uniform plans enqueued first).
+* ``hwprune``: the TPE search of ``hwprune search`` (uniform plans enqueued first);
+* ``uniform_over`` (a reference, not a method): the next wider uniform plan, which breaks
+  the budget. Uniform width moves in coarse steps; a search that beats this one too
+  beats uniform width at equal latency, not only within the budget.
 
 Candidates are scored identically (adaptive BN on 512 training images, accuracy on the
 first ``--val-images`` validation images). Both searches then end as ``hwprune search``
@@ -51,11 +54,11 @@ from hwprune.search._budget import Budget
 from hwprune.search._data import load_fashion_mnist
 from hwprune.search._run import (KD_ALPHA, KD_TEMPERATURE, finalist_plans, finetune_finalists,
                                  measure_latency_ms)
-from hwprune.search._study import AccuracyScorer, PlanSearch, widest_uniform_plan
+from hwprune.search._study import UNIFORM_RATIOS, AccuracyScorer, PlanSearch, widest_uniform_plan
 from hwprune.search._train import evaluate
 
 OUT = Path(__file__).parent / "results"
-METHODS = ("uniform", "random", "hwprune")
+METHODS = ("uniform", "random", "hwprune", "uniform_over")
 
 
 def md_table(df: pd.DataFrame) -> str:
@@ -63,6 +66,19 @@ def md_table(df: pd.DataFrame) -> str:
     sep = "|" + "|".join("---" for _ in df.columns) + "|"
     body = ["| " + " | ".join(str(v) for v in row) + " |" for row in df.itertuples(index=False)]
     return "\n".join([head, sep, *body])
+
+
+def next_wider_uniform(space, plan):
+    """The least-pruned uniform plan narrower-pruned than ``plan`` with other channel
+    counts: the next step of the uniform baseline, just over the budget."""
+    keep = space.full_keep(plan)
+    wider = None
+    for r in sorted(UNIFORM_RATIOS):
+        cand = space.uniform_plan(r)
+        if space.full_keep(cand) == keep:
+            return wider
+        wider = cand
+    return None
 
 
 def predictor_for(analysis, tables: str | None, log) -> tuple[object, str]:
@@ -133,6 +149,9 @@ def main() -> int:
             picks: dict[str, tuple] = {}
             uniform = widest_uniform_plan(space, lambda p: budget.fits(predictor.predict_ms(p), 0))
             picks["uniform"] = ([("uniform width", uniform)], None, 0.0, 0, 0)
+            over = next_wider_uniform(space, uniform)
+            if over is not None:  # a reference: what uniform width needs to pass the budget
+                picks["uniform_over"] = ([("next wider uniform", over)], None, 0.0, 0, 0)
             for method, sampler, seeded in (("random", "random", False), ("hwprune", "tpe", True)):
                 scorer = AccuracyScorer(space, task, calibration_images=args.calibration_images,
                                         val_images=args.val_images, seed=seed,
@@ -151,7 +170,7 @@ def main() -> int:
                     f"{out.evaluated} evaluated / {len(out.records)} proposed, "
                     f"top val {best.val_accuracy:.4f} at {best.predicted_ms:.4g} ms, "
                     f"{len(finalists)} finalists")
-            for method in METHODS:
+            for method in [m for m in METHODS if m in picks]:
                 finalists, search_val, search_s, evaluated, proposed = picks[method]
                 i, model, frows = finetune_finalists(space, finalists, task, dense, steps=args.finetune_steps,
                                                      lr=args.lr, seed=seed,

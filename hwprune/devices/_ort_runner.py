@@ -283,3 +283,28 @@ class OrtLocalRunner(Runner):
 
     def profile_nodes(self, onnx: bytes, runs: int) -> dict[str, float]:
         return profile_nodes_ort(onnx, self.threads, self.level, self.provider, runs)
+
+    def time_models(self, models: list[MicroModel], rounds: int, seconds: float) -> list[float | None]:
+        """Sessions stay loaded between calls, as in ``time_interleaved`` (what the
+        fidelity benchmark and ``hwprune latency --measure`` use)."""
+        sessions = getattr(self, "_sessions", None)
+        if sessions is None:
+            sessions = self._sessions = {}
+        out: list[float | None] = [None] * len(models)
+        live = []
+        for i, m in enumerate(models):
+            if m.key not in sessions:
+                try:
+                    sessions[m.key] = make_session(m.onnx, self.threads, self.level, self.provider)
+                except Exception:
+                    sessions[m.key] = None
+            if sessions[m.key] is not None:
+                live.append(i)
+        times = time_interleaved([sessions[models[i].key] for i in live], rounds=rounds,
+                                 min_time_s=seconds, threads=self.threads)
+        for i, ms in zip(live, times):
+            out[i] = ms
+        return out
+
+    def close(self) -> None:
+        self._sessions = None

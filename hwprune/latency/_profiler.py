@@ -31,6 +31,8 @@ from hwprune.latency._table import LatencyTable, now_iso
 
 __all__ = ["ProfileReport", "profile_model", "needed_keys", "estimate_model", "calibration_plans"]
 
+IN_CONTEXT_PASSES = 3  # sets of neighbours each anchor kernel is timed among
+
 
 def _padded(c: int, block: int) -> int:
     """The channel count a blocked kernel really computes. Counts under one block stay
@@ -222,10 +224,13 @@ def profile_model(analysis: Analysis, table: LatencyTable, runner: Runner, ancho
                   f"via {facts.get('runner')}").strip()
     known = sum(1 for p in table.meta.get("calibration", []) if p.get("model") == analysis.model_key)
     cal = _Calibration(analysis, runner, progress) if calibrate and (todo or not known) else None
-    if todo and in_context:
+    # kernels a killed run timed among fewer neighbours than planned: finish them too
+    unfinished = {k for k in wanted if k in have and _in_context_unfinished(table.rows[k])}
+    if (todo or unfinished) and in_context:
         try:
             _profile_in_context(analysis, table, runner, anchors, block, set(todo), facts_text, report,
-                                progress, between_passes=cal.between if cal else None)
+                                progress, between_passes=cal.between if cal else None,
+                                unfinished=unfinished)
         except NotImplementedError:
             pass  # this runner cannot profile whole models: every kernel as a micro model
         have = table.measured_keys()
@@ -320,7 +325,8 @@ def anchor_plans(analysis: Analysis, anchors: int, block: int = 1, variant: int 
 
 def _profile_in_context(analysis: Analysis, table: LatencyTable, runner: Runner, anchors: int, block: int,
                         todo: set[str], facts_text: str, report: "ProfileReport", progress: bool,
-                        passes: int = 3, between_passes: Callable[[], None] | None = None) -> None:
+                        passes: int = IN_CONTEXT_PASSES, between_passes: Callable[[], None] | None = None,
+                        unfinished: set[str] = frozenset()) -> None:
     """Time the ``todo`` anchor kernels inside whole pruned models.
 
     Each of the ``passes`` runs a different set of anchor plans (:func:`anchor_plans`
@@ -335,7 +341,7 @@ def _profile_in_context(analysis: Analysis, table: LatencyTable, runner: Runner,
     method = (f"in context (per-node profile of whole pruned models; median over {passes} sets of "
               f"neighbours): {facts_text}")
     designs = [anchor_plans(analysis, anchors, block, variant) for variant in range(passes)]
-    mine: set[str] = set()  # kernels first timed by this call: the later passes refine them
+    mine: set[str] = set(unfinished)  # kernels the later passes refine
     bar = _progress(sum(map(len, designs)), f"profiling {analysis.lm.model_id} on {table.device} in context",
                     progress, unit="model")
     try:
@@ -346,10 +352,8 @@ def _profile_in_context(analysis: Analysis, table: LatencyTable, runner: Runner,
                 full = space.full_keep(plan)
                 keep_vec = [full[g.name] for g in space.groups]
                 keys = [(t, t.sig(keep_vec).key) for t in analysis.templates]
-                if pass_no == 0:
-                    wanted = {k for _, k in keys if k in todo and k not in table.rows}
-                else:
-                    wanted = {k for _, k in keys if k in mine and len(_samples(table.rows[k])) <= pass_no}
+                wanted = {k for _, k in keys if (k in todo and k not in table.rows)
+                          or (k in mine and len(_samples(table.rows[k])) <= pass_no)}
                 if not wanted:
                     continue  # finished before a kill, or nothing new
                 nodes = runner.profile_nodes(to_onnx_bytes(space.apply(plan), analysis.lm.input_shape),
@@ -365,7 +369,7 @@ def _profile_in_context(analysis: Analysis, table: LatencyTable, runner: Runner,
                         continue
                     xs.sort()
                     ms = xs[len(xs) // 2]
-                    if pass_no == 0:
+                    if key not in table.rows:
                         table.append_journal({"key": key, "latency_ms": ms, "runs": runner.protocol.repeats,
                                               "samples_ms": f"{ms:.6g}", "source": "measured", "method": method,
                                               "created": now_iso()})
@@ -381,6 +385,11 @@ def _profile_in_context(analysis: Analysis, table: LatencyTable, runner: Runner,
                 between_passes()
     finally:
         bar.close()
+
+
+def _in_context_unfinished(row: dict[str, Any]) -> bool:
+    return (row.get("source") == "measured" and str(row.get("method", "")).startswith("in context")
+            and len(_samples(row)) < IN_CONTEXT_PASSES)
 
 
 def _samples(row: dict[str, Any]) -> list[float]:
@@ -405,11 +414,11 @@ def _harness_overhead_ms(runner: Runner) -> float:
 
 
 class _Calibration:
-    """End-to-end timings of the calibration plans, taken in passes spread over the build.
+    """End-to-end timings of the calibration plans, in rounds spread over the build.
 
-    A model's latency is its lowest pass median: slow spells on a shared machine only add
-    time, and passes run between the in-context passes, a minute or more apart, so the
-    calibration sees the same quiet moments the kernel timings do.
+    A model's latency is its lowest round median (:meth:`Runner.time_models`, the protocol
+    the fidelity benchmark measures with): slow spells on a shared machine only add time,
+    and the rounds run between the in-context passes, a minute or more apart.
     """
 
     def __init__(self, analysis: Analysis, runner: Runner, progress: bool, passes: int = 9) -> None:
@@ -429,25 +438,19 @@ class _Calibration:
         self.run(max(1, self.passes // 3))
 
     def run(self, passes: int | None = None) -> None:
-        """Time ``passes`` more passes over all calibration models (default: the rest)."""
-        from dataclasses import replace as _replace
-
+        """Time ``passes`` more interleaved rounds over all calibration models (default: the rest)."""
         n = self.passes - self.done if passes is None else min(passes, self.passes - self.done)
+        if n <= 0:
+            return
         if self.bar is None:
-            self.bar = _progress(len(self.models) * self.passes, "calibrating end to end", self.progress,
-                                 unit="model")
-        saved = self.runner.protocol
-        self.runner.protocol = _replace(saved, repeats=max(5, saved.repeats // self.passes),
-                                        min_time_s=max(saved.min_time_s, 1.2 / self.passes))
-        try:
-            for _ in range(n):
-                for (name, _, _), m in zip(self.models, self.runner.measure([mm for _, _, mm in self.models])):
-                    self.bar.update(1)
-                    if not m.error:
-                        self.times.setdefault(name, []).append(m.median_ms)
-                self.done += 1
-        finally:
-            self.runner.protocol = saved
+            self.bar = _progress(self.passes, "calibrating end to end", self.progress, unit="round")
+        times = self.runner.time_models([mm for _, _, mm in self.models], rounds=n,
+                                        seconds=2.0 * n / self.passes)
+        for (name, _, _), ms in zip(self.models, times):
+            if ms is not None:
+                self.times.setdefault(name, []).append(ms)
+        self.done += n
+        self.bar.update(n)
 
     def finish(self, table: LatencyTable) -> int:
         from hwprune.latency._predict import LatencyPredictor
@@ -462,7 +465,7 @@ class _Calibration:
             xs = sorted(self.times.get(name, []))
             if xs:
                 points.append({"model": key, "plan": name, "kernel_sum_ms": pred.kernel_sum_ms(plan),
-                               "measured_ms": xs[0], "max_ms": xs[-1], "passes": len(xs),
+                               "measured_ms": xs[0], "max_ms": xs[-1], "rounds": self.done,
                                "date": now_iso()})
         table.meta["calibration"] = points
         table.meta["calibration_model"] = ("per model: measured_ms = scale * kernel_sum_ms + offset, "

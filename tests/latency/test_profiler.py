@@ -199,3 +199,43 @@ def test_interleaved_timing_gives_one_value_per_model_and_orders_them():
     ms = time_interleaved([small, dense, small], rounds=3, min_time_s=0.1)
     assert len(ms) == 3 and all(m > 0 for m in ms)
     assert ms[1] > 1.5 * max(ms[0], ms[2])
+
+
+def test_each_anchor_design_covers_every_pair_among_other_neighbours(r20):
+    """Every variant of the Latin-square design times every anchor combination of every
+    kernel; the variants put the kernels among different neighbours."""
+    from hwprune.latency._profiler import anchor_plans
+
+    wanted = set(anchor_keys(r20, 5, BLOCK))
+    designs = [anchor_plans(r20, 5, BLOCK, variant) for variant in range(3)]
+    groups = r20.space.groups
+    for plans in designs:
+        covered = set()
+        for keep in plans:
+            full = r20.space.full_keep(r20.space._plan(keep))
+            vec = [full[g.name] for g in groups]
+            covered |= {t.sig(vec).key for t in r20.templates}
+        assert wanted <= covered
+    as_sets = [{tuple(sorted(k.items())) for k in plans} for plans in designs]
+    assert as_sets[0] != as_sets[1] and as_sets[1] != as_sets[2]
+
+
+def test_time_models_keeps_sessions_and_orders_models():
+    from hwprune.devices._runner import MicroModel
+    from hwprune.onnx_export import to_onnx_bytes
+
+    a = analyze(load_model("demo"))
+    models = [MicroModel(name, to_onnx_bytes(a.space.apply(p), a.lm.input_shape))
+              for name, p in (("small", a.space.smallest_plan()), ("dense", a.space.dense_plan()))]
+    runner = OrtLocalRunner(protocol=FAST)
+    with runner:
+        first = runner.time_models(models, rounds=2, seconds=0.1)
+        sessions = dict(runner._sessions)
+        second = runner.time_models(models, rounds=2, seconds=0.1)
+        assert all(runner._sessions[k] is sessions[k] for k in sessions)  # loaded once
+    assert first[1] > 1.5 * first[0] and second[1] > 1.5 * second[0]
+    # the generic protocol (rounds of measure()) answers the same question
+    from hwprune.devices._runner import Runner
+
+    generic = Runner.time_models(OrtLocalRunner(protocol=FAST), models, rounds=2, seconds=0.1)
+    assert generic[1] > 1.5 * generic[0]

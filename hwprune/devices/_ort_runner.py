@@ -58,7 +58,6 @@ def channel_block(level: str = "all", provider: str = "CPUExecutionProvider") ->
     shape read back, so the block is what this runtime really does, not a guess from the
     CPU flags. A 56-channel layer then costs what a 64-channel one does.
     """
-    import os
     import tempfile
 
     import numpy as np

@@ -434,8 +434,8 @@ class _Calibration:
         self.bar = None
 
     def between(self) -> None:
-        """A third of the passes: called after each in-context pass."""
-        self.run(max(1, self.passes // 3))
+        """This pass's share of the rounds: called after each in-context pass."""
+        self.run(max(1, self.passes // IN_CONTEXT_PASSES))
 
     def run(self, passes: int | None = None) -> None:
         """Time ``passes`` more interleaved rounds over all calibration models (default: the rest)."""

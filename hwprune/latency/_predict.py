@@ -61,8 +61,7 @@ class LatencyPredictor:
         self.sources = {k: r["source"] for k, r in table.rows.items()}
         self.groups = [g.name for g in analysis.space.groups]
         cal = table.meta.get("calibration", [])
-        mine = [(p["kernel_sum_ms"], p["measured_ms"]) for p in cal
-                if p.get("model") == analysis.model_key]
+        mine = [(self._point_sum(p), p["measured_ms"]) for p in cal if p.get("model") == analysis.model_key]
         self.calibration_scope = "model" if mine else ("device" if cal else "none")
         # a floor for extrapolation: never predict below the lowest measured/sum ratio
         self.min_ratio = min((y / x for x, y in mine if x > 0), default=0.0)
@@ -73,6 +72,22 @@ class LatencyPredictor:
             self.offset = 0.0
         else:
             self.scale, self.offset = 1.0, 0.0
+
+    def _point_sum(self, point: dict) -> float:
+        """A calibration point's kernel sum on the table as it is now.
+
+        Another model's build may have re-timed or re-interpolated kernels this model
+        shares since the point was measured; the fit must see today's sums. Points from
+        before ``keep`` was stored keep their recorded sum.
+        """
+        keep = point.get("keep")
+        if not isinstance(keep, dict):
+            return float(point["kernel_sum_ms"])
+        vec = [int(keep.get(g, 0)) for g in self.groups]
+        keys = [t.sig(vec).key for t in self.analysis.templates]
+        if any(k not in self.lookup for k in keys):
+            return float(point["kernel_sum_ms"])
+        return sum(self.lookup[k] for k in keys)
 
     def _keep(self, plan: PruningPlan) -> list[int]:
         full = self.analysis.space.full_keep(plan)

@@ -102,18 +102,20 @@ def _bracket(values: Sequence[int], x: int, block: int = 1) -> tuple[int, int, f
 
 
 def interpolate(analysis: Analysis, table: LatencyTable, anchors: int, block: int = 1) -> int:
-    """Fill every needed signature that was not measured; returns how many were added."""
+    """(Re)compute every needed signature that was not measured; returns how many."""
     lookup = {k: float(r["latency_ms"]) for k, r in table.rows.items() if r["source"] == "measured"}
     groups = analysis.space.groups
     added = 0
+    done: set[str] = set()  # a key several templates share is computed once
     pad_note = f", channels padded to blocks of {block}" if block > 1 else ""
     for t in analysis.templates:
         axes = list(t.groups_used)
         grids = [_anchor_values(groups[g].choices, anchors, block) for g in axes]
         for combo in itertools.product(*[groups[g].choices for g in axes]):
             key = t.sig(_keep_vector(analysis, dict(zip(axes, combo)))).key
-            if key in lookup or (key in table.rows and table.rows[key]["source"] != "estimated"):
-                continue
+            if key in lookup or key in done:
+                continue  # measured; interpolated rows are recomputed (their anchors may have moved)
+            done.add(key)
             brackets = [_bracket(grid, v, block) for grid, v in zip(grids, combo)]
             total, used = 0.0, []
             for corner in itertools.product(*[(0, 1)] * len(axes)):
@@ -214,7 +216,9 @@ def profile_model(analysis: Analysis, table: LatencyTable, runner: Runner, ancho
     block = int(facts.get("channel_block") or 1)
     table.meta["channel_block"] = block
     wanted = anchor_keys(analysis, anchors, block)
-    have = table.measured_keys()
+    # A kernel's time depends on where it runs: an anchor that another model's build left
+    # interpolated or timed alone (micro model) is timed again here, among its neighbours.
+    have = {k for k in table.measured_keys() if not in_context or _in_context_row(table.rows[k])}
     todo = [k for k in wanted if k not in have]
     report = ProfileReport(table.device, analysis.model_key, len(analysis.templates),
                            len(needed_keys(analysis)), reused=len(wanted) - len(todo),
@@ -352,7 +356,7 @@ def _profile_in_context(analysis: Analysis, table: LatencyTable, runner: Runner,
                 full = space.full_keep(plan)
                 keep_vec = [full[g.name] for g in space.groups]
                 keys = [(t, t.sig(keep_vec).key) for t in analysis.templates]
-                wanted = {k for _, k in keys if (k in todo and k not in table.rows)
+                wanted = {k for _, k in keys if (k in todo and not _in_context_row(table.rows.get(k)))
                           or (k in mine and len(_samples(table.rows[k])) <= pass_no)}
                 if not wanted:
                     continue  # finished before a kill, or nothing new
@@ -369,7 +373,7 @@ def _profile_in_context(analysis: Analysis, table: LatencyTable, runner: Runner,
                         continue
                     xs.sort()
                     ms = xs[len(xs) // 2]
-                    if key not in table.rows:
+                    if not _in_context_row(table.rows.get(key)):  # new, or replacing a micro/interpolated row
                         table.append_journal({"key": key, "latency_ms": ms, "runs": runner.protocol.repeats,
                                               "samples_ms": f"{ms:.6g}", "source": "measured", "method": method,
                                               "created": now_iso()})
@@ -387,9 +391,14 @@ def _profile_in_context(analysis: Analysis, table: LatencyTable, runner: Runner,
         bar.close()
 
 
+def _in_context_row(row: dict[str, Any] | None) -> bool:
+    """Whether ``row`` was measured inside whole models (not alone, not interpolated)."""
+    return (row is not None and row.get("source") == "measured"
+            and str(row.get("method", "")).startswith("in context"))
+
+
 def _in_context_unfinished(row: dict[str, Any]) -> bool:
-    return (row.get("source") == "measured" and str(row.get("method", "")).startswith("in context")
-            and len(_samples(row)) < IN_CONTEXT_PASSES)
+    return _in_context_row(row) and len(_samples(row)) < IN_CONTEXT_PASSES
 
 
 def _samples(row: dict[str, Any]) -> list[float]:
@@ -464,12 +473,15 @@ class _Calibration:
         for name, plan, _ in self.models:
             xs = sorted(self.times.get(name, []))
             if xs:
-                points.append({"model": key, "plan": name, "kernel_sum_ms": pred.kernel_sum_ms(plan),
+                points.append({"model": key, "plan": name, "keep": self.analysis.space.full_keep(plan),
+                               "kernel_sum_ms": pred.kernel_sum_ms(plan),
                                "measured_ms": xs[0], "max_ms": xs[-1], "rounds": self.done,
                                "date": now_iso()})
         table.meta["calibration"] = points
         table.meta["calibration_model"] = ("per model: measured_ms = scale * kernel_sum_ms + offset, "
                                            "least squares on relative error over the model's points, "
+                                           "kernel_sum_ms recomputed from each point's 'keep' on the "
+                                           "current table (kernels another build re-timed count), "
                                            "floored at the lowest measured/kernel_sum ratio; "
                                            "measured_ms is the lowest of several pass medians")
         return sum(1 for p in points if p["model"] == key)

@@ -40,8 +40,8 @@ from hwprune.search._budget import Budget, check_reachable, format_bytes
 from hwprune.search._study import (JOURNAL_NAME, AccuracyScorer, PlanSearch, TrialRecord,
                                     plan_from_keep, widest_uniform_plan)
 
-__all__ = ["run_search", "load_pruned", "measure_latency_ms", "estimated_table_warning",
-           "fresh_train_loader"]
+__all__ = ["run_search", "load_pruned", "measure_latency_ms", "measure_latencies_ms",
+           "estimated_table_warning", "fresh_train_loader"]
 
 SUMMARY_NAME = "summary.json"
 KD_ALPHA = 0.5
@@ -77,23 +77,28 @@ def fresh_train_loader(loader: Any) -> Any:
                         drop_last=loader.drop_last)
 
 
-def measure_latency_ms(onnx_model: bytes | str, profile: Any, *, warmup: int = 50,
-                       repeats: int = 300, min_time_s: float = 1.0) -> dict[str, Any]:
-    """End-to-end onnxruntime latency on this machine with the profile's runtime settings.
+def measure_latencies_ms(onnx_models: list[bytes | str], profile: Any, *, rounds: int = 5,
+                         min_time_s: float = 1.0) -> list[dict[str, Any]]:
+    """End-to-end onnxruntime latency of each model on this machine, profile's settings.
 
-    Returns the median and spread in milliseconds with the protocol used. Only meaningful
-    for a profile that is measurable here (the host).
+    The protocol of ``hwprune latency --measure`` and of the table's calibration: the
+    models are timed in ``rounds`` interleaved rounds (single-threaded runs on each core
+    in turn) and each keeps its lowest round median, so a slow spell of a shared machine
+    does not land on one model only. Only meaningful for a profile measurable here.
     """
-    from hwprune.devices._ort_runner import make_session, random_feeds, time_ort, timing_cores
-    from hwprune.devices._runner import TimingProtocol
+    from hwprune.devices._ort_runner import make_session, time_interleaved
 
     rt = profile.runtime
-    sess = make_session(onnx_model, profile.threads, rt.get("graph_optimization_level", "all"),
-                        rt.get("provider", "CPUExecutionProvider"))
-    proto = TimingProtocol(warmup=warmup, repeats=repeats, min_time_s=min_time_s)
-    m = time_ort(sess, random_feeds(sess), proto, cores=timing_cores(profile.threads))
-    return {"median_ms": m.median_ms, "p10_ms": m.p10_ms, "p90_ms": m.p90_ms, "runs": m.runs,
-            "warmup": m.warmup, "threads": profile.threads, "runtime": "onnxruntime"}
+    sessions = [make_session(m, profile.threads, rt.get("graph_optimization_level", "all"),
+                             rt.get("provider", "CPUExecutionProvider")) for m in onnx_models]
+    times = time_interleaved(sessions, rounds=rounds, min_time_s=min_time_s, threads=profile.threads)
+    return [{"median_ms": ms, "statistic": f"lowest of {rounds} interleaved round medians",
+             "seconds": min_time_s, "threads": profile.threads, "runtime": "onnxruntime"} for ms in times]
+
+
+def measure_latency_ms(onnx_model: bytes | str, profile: Any, **kw: Any) -> dict[str, Any]:
+    """:func:`measure_latencies_ms` of one model."""
+    return measure_latencies_ms([onnx_model], profile, **kw)[0]
 
 
 def estimated_table_warning(table_kind: str, device: str, model_spec: str) -> str | None:
@@ -410,8 +415,8 @@ def run_search(*, model: str, weights: str | os.PathLike | None = None,
     dense_measured = pruned_measured = None
     if measure and profile.measurable_here:
         say("measuring dense and pruned latency with onnxruntime")
-        dense_measured = measure_latency_ms(to_onnx_bytes(dense, shape), profile)
-        pruned_measured = measure_latency_ms(pruned_onnx, profile)
+        dense_measured, pruned_measured = measure_latencies_ms([to_onnx_bytes(dense, shape), pruned_onnx],
+                                                               profile)
     plan.save(run_dir / "plan.json")
     tmp = run_dir / "model.pt.tmp"
     torch.save(pruned.state_dict(), tmp)

@@ -103,6 +103,51 @@ def test_second_model_extends_instead_of_restarting(tmp_path, r20):
     assert sum(p["model"] == "resnet56@1x3x32x32" for p in final.meta["calibration"]) >= 5
 
 
+def test_anchors_other_builds_left_alone_or_interpolated_are_retimed_in_context(tmp_path, r20):
+    """A kernel costs what its neighbours let it: an anchor that another model's build timed
+    alone, or interpolated, is timed again inside this model's profiles; interpolated rows
+    follow their anchors."""
+    table = LatencyTable.load(tmp_path, "host", create=True)
+    profile_model(r20, table, OrtLocalRunner(protocol=FAST), calibrate=False, progress=False)
+    anchors = sorted(anchor_keys(r20, 5, BLOCK))
+    table = LatencyTable.load(tmp_path, "host")
+    alone, guessed = anchors[:3], anchors[3:5]
+    for k in alone:  # as a micro-model build would have left them
+        table.rows[k] = {**table.rows[k], "method": "micro model: timed alone", "samples_ms": ""}
+    for k in guessed:
+        table.put(k, 99.0, "interpolated", "linear over another model's grid")
+    stale = next(k for k, r in table.rows.items() if r["source"] == "interpolated" and k not in guessed)
+    table.rows[stale] = {**table.rows[stale], "latency_ms": 99.0}
+    table.save()
+    report = profile_model(r20, LatencyTable.load(tmp_path, "host"), OrtLocalRunner(protocol=FAST),
+                           calibrate=False, progress=False)
+    assert report.timed == 5 and report.reused == len(anchors) - 5
+    final = LatencyTable.load(tmp_path, "host")
+    for k in alone + guessed:
+        assert final.rows[k]["method"].startswith("in context") and final.rows[k]["latency_ms"] < 1.0
+    assert final.rows[stale]["latency_ms"] < 1.0  # recomputed from its anchors
+
+
+def test_calibration_follows_the_table_as_it_is_now(tmp_path, r20):
+    """Calibration points keep their plan, so their kernel sums are recomputed when another
+    build changes shared kernels: scaling every kernel leaves the prediction where it was."""
+    table = LatencyTable.load(tmp_path, "host", create=True)
+    profile_model(r20, table, OrtLocalRunner(protocol=FAST), calibrate=True, progress=False)
+    table = LatencyTable.load(tmp_path, "host")
+    plan = r20.space.uniform_plan(0.3)
+    before = LatencyPredictor(r20, table)
+    for k, r in table.rows.items():
+        table.rows[k] = {**r, "latency_ms": 2.0 * float(r["latency_ms"])}
+    after = LatencyPredictor(r20, table)
+    assert after.kernel_sum_ms(plan) == pytest.approx(2 * before.kernel_sum_ms(plan))
+    assert after.predict_ms(plan) == pytest.approx(before.predict_ms(plan), rel=1e-6)
+    assert after.scale == pytest.approx(before.scale / 2, rel=1e-6)
+    # a point written before plans were stored keeps its recorded sum
+    old = [{k: v for k, v in p.items() if k != "keep"} for p in table.meta["calibration"]]
+    table.meta["calibration"] = old
+    assert LatencyPredictor(r20, table).scale == pytest.approx(before.scale, rel=1e-6)
+
+
 def test_worker_runner_agrees_with_local_and_survives_a_dead_worker(tmp_path):
     a = analyze(load_model("demo"))
     keys = sorted(anchor_keys(a, 2, BLOCK))[:6]

@@ -59,6 +59,12 @@ class LatencyPredictor:
         self.table = table
         self.lookup = table.lookup()
         self.sources = {k: r["source"] for k, r in table.rows.items()}
+        from hwprune.latency._profiler import own_grid_values
+
+        # off its own grid points a model is predicted from its own context (see there)
+        for key, ms in own_grid_values(analysis, table).items():
+            self.lookup[key] = ms
+            self.sources[key] = "interpolated"
         self.groups = [g.name for g in analysis.space.groups]
         cal = table.meta.get("calibration", [])
         mine = [(self._point_sum(p), p["measured_ms"]) for p in cal if p.get("model") == analysis.model_key]

@@ -101,20 +101,24 @@ def _bracket(values: Sequence[int], x: int, block: int = 1) -> tuple[int, int, f
     raise ValueError(f"{x} outside {values[0]}..{values[-1]}")
 
 
-def interpolate(analysis: Analysis, table: LatencyTable, anchors: int, block: int = 1) -> int:
-    """(Re)compute every needed signature that was not measured; returns how many."""
-    lookup = {k: float(r["latency_ms"]) for k, r in table.rows.items() if r["source"] == "measured"}
+def _interpolations(analysis: Analysis, lookup: dict[str, float], anchors: int, block: int = 1):
+    """``(key, ms, method)`` for every needed signature of the model that is not one of
+    its own anchors: multilinear in padded channel counts between the anchors around it.
+
+    ``lookup`` must hold the model's anchor kernels; each key is yielded once.
+    """
     groups = analysis.space.groups
-    added = 0
-    done: set[str] = set()  # a key several templates share is computed once
     pad_note = f", channels padded to blocks of {block}" if block > 1 else ""
+    done: set[str] = set()  # a key several templates share is computed once
     for t in analysis.templates:
         axes = list(t.groups_used)
         grids = [_anchor_values(groups[g].choices, anchors, block) for g in axes]
         for combo in itertools.product(*[groups[g].choices for g in axes]):
+            if all(v in grid for v, grid in zip(combo, grids)):
+                continue  # an anchor: measured
             key = t.sig(_keep_vector(analysis, dict(zip(axes, combo)))).key
-            if key in lookup or key in done:
-                continue  # measured; interpolated rows are recomputed (their anchors may have moved)
+            if key in done:
+                continue
             done.add(key)
             brackets = [_bracket(grid, v, block) for grid, v in zip(grids, combo)]
             total, used = 0.0, []
@@ -131,11 +135,47 @@ def interpolate(analysis: Analysis, table: LatencyTable, anchors: int, block: in
                     raise TableError(f"anchor kernel {ckey} was not measured; rerun hwprune profile")
                 total += w * lookup[ckey]
                 used.append(f"{'/'.join(str(assign[g]) for g in axes)}")
-            table.put(key, total, "interpolated",
-                      f"{'bi' if len(axes) == 2 else 'multi' if len(axes) > 2 else ''}linear over "
-                      f"measured channel grid ({', '.join(used)}){pad_note}")
-            added += 1
+            yield key, total, (f"{'bi' if len(axes) == 2 else 'multi' if len(axes) > 2 else ''}linear over "
+                               f"measured channel grid ({', '.join(used)}){pad_note}")
+
+
+def interpolate(analysis: Analysis, table: LatencyTable, anchors: int, block: int = 1) -> int:
+    """(Re)compute every needed signature that was not measured; returns how many.
+
+    Interpolated rows are recomputed on every build (their anchors may have been re-timed).
+    """
+    lookup = {k: float(r["latency_ms"]) for k, r in table.rows.items() if r["source"] == "measured"}
+    added = 0
+    for key, ms, method in _interpolations(analysis, lookup, anchors, block):
+        if key in lookup:
+            continue  # measured, in another model's build
+        table.put(key, ms, "interpolated", method)
+        added += 1
     return added
+
+
+def own_grid_values(analysis: Analysis, table: LatencyTable) -> dict[str, float]:
+    """This model's interpolation for signatures that other models' builds measured.
+
+    A kernel's time depends on the model around it: a 56-channel convolution another
+    model timed among its own neighbours can cost more than this model's 64-channel
+    anchor does here. Off its own anchors, a model is predicted from its own grid (timed
+    in its own context), so its predictions stay consistent with each other; the table
+    keeps the other model's measurement for that model. Empty when the model was not
+    profiled with a grid (e.g. estimated tables).
+    """
+    info = table.meta.get("models", {}).get(analysis.model_key, {})
+    anchors = info.get("anchors_per_group")
+    if not anchors:
+        return {}
+    block = int(table.meta.get("channel_block") or 1)
+    measured = {k: float(r["latency_ms"]) for k, r in table.rows.items() if r["source"] == "measured"}
+    own = anchor_keys(analysis, int(anchors), block)  # a signature may be an anchor of another template
+    try:
+        return {key: ms for key, ms, _ in _interpolations(analysis, measured, int(anchors), block)
+                if key in measured and key not in own}
+    except TableError:
+        return {}
 
 
 def calibration_plans(analysis: Analysis, n_random: int = 8, seed: int = 0):

@@ -128,6 +128,28 @@ def test_anchors_other_builds_left_alone_or_interpolated_are_retimed_in_context(
     assert final.rows[stale]["latency_ms"] < 1.0  # recomputed from its anchors
 
 
+def test_off_its_grid_a_model_is_predicted_from_its_own_context(tmp_path, r20):
+    """A signature another model measured among its own neighbours is kept in the table,
+    but this model, off its anchors, is predicted from its own grid."""
+    table = LatencyTable.load(tmp_path, "host", create=True)
+    profile_model(r20, table, OrtLocalRunner(protocol=FAST), calibrate=False, progress=False)
+    table = LatencyTable.load(tmp_path, "host")
+    clean = LatencyPredictor(r20, table)
+    plan = next(p for p in (r20.space.uniform_plan(r / 20) for r in range(16))
+                if {"measured", "interpolated"} <= {kt.source for kt in clean.kernel_times(p)})
+    kernels = clean.kernel_times(plan)
+    k = next(kt.key for kt in kernels if kt.source == "interpolated")
+    assert k not in anchor_keys(r20, 5, BLOCK)
+    table.put(k, 99.0, "measured", "in context (per-node profile of another model)")
+    pred = LatencyPredictor(r20, table)
+    assert pred.kernel_sum_ms(plan) == pytest.approx(clean.kernel_sum_ms(plan))
+    assert table.rows[k]["latency_ms"] == 99.0
+    # an anchor measured elsewhere is this model's measurement: used as is
+    a = next(kt.key for kt in kernels if kt.source == "measured")
+    table.put(a, 99.0, "measured", "in context (per-node profile of another model)")
+    assert LatencyPredictor(r20, table).kernel_sum_ms(plan) > 90
+
+
 def test_calibration_follows_the_table_as_it_is_now(tmp_path, r20):
     """Calibration points keep their plan, so their kernel sums are recomputed when another
     build changes shared kernels: scaling every kernel leaves the prediction where it was."""

@@ -1,8 +1,10 @@
 """The search loop: an Optuna study over per-group channel counts under a budget.
 
 Each coupled channel group of the pruning space is one integer Optuna variable, named by
-the group, holding an *index* into ``group.choices`` (ordered, so TPE can exploit "a bit
-wider / a bit narrower"). A trial:
+the group, holding an *index* into the group's channel counts (ordered, so TPE can exploit
+"a bit wider / a bit narrower"). Under a latency-only budget the counts that a wider count
+matches in predicted latency are left out (:func:`efficient_choices`: the runtime pads
+channels to its SIMD block, so they would cost accuracy and buy no speed). A trial:
 
 1. turns its parameters into a :class:`PruningPlan`;
 2. predicts the plan's latency (latency table) and memory (analytic cost) - about a
@@ -82,14 +84,19 @@ class _CandidateError(Exception):
 # --------------------------------------------------------------------------- plans
 
 class PlanCodec:
-    """Maps a plan to Optuna parameters (one int index per group) and back."""
+    """Maps a plan to Optuna parameters (one int index per group) and back.
 
-    def __init__(self, space: PruningSpace) -> None:
+    ``choices`` (default: every group's choices) are the channel counts the search may
+    use per group; see :func:`efficient_choices`.
+    """
+
+    def __init__(self, space: PruningSpace, choices: dict[str, list[int]] | None = None) -> None:
         self.space = space
         self.groups = list(space.groups)
+        self.choices = {g.name: list((choices or {}).get(g.name) or g.choices) for g in self.groups}
 
     def suggest(self, trial: optuna.Trial) -> PruningPlan:
-        keep = {g.name: g.choices[trial.suggest_int(g.name, 0, len(g.choices) - 1)]
+        keep = {g.name: self.choices[g.name][trial.suggest_int(g.name, 0, len(self.choices[g.name]) - 1)]
                 for g in self.groups}
         return plan_from_keep(self.space, keep)
 
@@ -97,20 +104,52 @@ class PlanCodec:
         full = self.space.full_keep(plan)
         out = {}
         for g in self.groups:
-            k = full[g.name]
-            if k not in g.choices:
+            k, options = full[g.name], self.choices[g.name]
+            if k not in options:
                 raise ConfigError(f"group '{g.name}' keeps {k} channels, not one of its choices "
-                                  f"{', '.join(map(str, g.choices))}")
-            out[g.name] = g.choices.index(k)
+                                  f"{', '.join(map(str, options))}")
+            out[g.name] = options.index(k)
         return out
 
+    def snap(self, plan: PruningPlan) -> PruningPlan:
+        """``plan`` with each group raised to the nearest allowed count (at least as wide)."""
+        full = self.space.full_keep(plan)
+        keep = {g: next((c for c in self.choices[g] if c >= k), self.choices[g][-1]) for g, k in full.items()}
+        return plan_from_keep(self.space, keep, **plan.meta)
+
+    def value(self, group: str, index: Any) -> int:
+        return self.choices[group][int(index)]
+
     def plan(self, params: dict[str, Any]) -> PruningPlan:
-        keep = {g.name: g.choices[int(params[g.name])] if g.name in params else g.size
+        keep = {g.name: self.value(g.name, params[g.name]) if g.name in params else g.size
                 for g in self.groups}
         return plan_from_keep(self.space, keep)
 
     def signature(self) -> dict[str, list[int]]:
-        return {g.name: list(g.choices) for g in self.groups}
+        return {g.name: list(self.choices[g.name]) for g in self.groups}
+
+
+def efficient_choices(space: PruningSpace, predict_ms: Callable[[PruningPlan], float],
+                      rel_tol: float = 1e-6) -> dict[str, list[int]]:
+    """Per group, the channel counts that buy latency: a count is dropped when a wider one
+    is predicted no slower (the runtime pads channels to its SIMD block, so 56 channels
+    cost what 64 do, and the wider layer is the more accurate one).
+
+    Judged with every other group dense; the widest count always stays. Only for
+    latency-only budgets: a narrower layer always saves memory.
+    """
+    out: dict[str, list[int]] = {}
+    dense = space.full_keep(space.dense_plan())
+    for g in space.groups:
+        kept: list[int] = []
+        best = math.inf  # lowest latency among the wider kept counts
+        for c in sorted(g.choices, reverse=True):
+            ms = predict_ms(plan_from_keep(space, {**dense, g.name: c}))
+            if not kept or ms < best * (1 - rel_tol):
+                kept.append(c)
+                best = min(best, ms)
+        out[g.name] = sorted(kept)
+    return out
 
 
 def plan_from_keep(space: PruningSpace, keep: dict[str, int], **meta: Any) -> PruningPlan:
@@ -271,7 +310,7 @@ class TrialRecord:
         keep = {}
         for g in codec.groups:
             if g.name in t.params:
-                keep[g.name] = g.choices[int(t.params[g.name])]
+                keep[g.name] = codec.value(g.name, t.params[g.name])
         dur = t.duration.total_seconds() if t.duration is not None else None
         return cls(t.number, t.state.name, keep, ua.get("predicted_ms"), ua.get("memory_bytes"),
                    bool(ua.get("feasible", False)), bool(ua.get("evaluated", False)),
@@ -342,7 +381,9 @@ class PlanSearch:
 
     ``scorer(plan) -> accuracy`` is called only for plans that fit the budget.
     ``sampler`` is "tpe" (default; "nsga2" in ``pareto`` mode) or "random".
-    ``enqueue_uniform`` seeds the study with the uniform plans that fit.
+    ``enqueue_uniform`` seeds the study with the uniform plans that fit (raised onto the
+    counts the search uses). ``prune_choices`` (latency-only budgets) leaves out channel
+    counts that a wider count matches in predicted latency (:func:`efficient_choices`).
     """
 
     def __init__(self, analysis: Any, predictor: Any, budget: Budget, scorer: Scorer, *,
@@ -350,7 +391,7 @@ class PlanSearch:
                  pareto: bool = False, run_dir: str | Path | None = None,
                  storage_url: str | None = None, study_name: str | None = None,
                  resume: bool = False, enqueue_uniform: bool = True,
-                 progress: bool = True) -> None:
+                 progress: bool = True, prune_choices: bool = True) -> None:
         self.analysis = analysis
         self.space: PruningSpace = analysis.space
         self.predictor = predictor
@@ -366,7 +407,10 @@ class PlanSearch:
             raise ConfigError("a search needs a latency or memory budget",
                               "pass --latency (e.g. 50%) and/or --memory (e.g. 2MB), or use --pareto")
         self.progress = progress
-        self.codec = PlanCodec(self.space)
+        self._cost_cache: dict[tuple[int, ...], tuple[float, int]] = {}
+        # latency-only budgets: counts a wider count matches in latency are left out
+        self.codec = PlanCodec(self.space, efficient_choices(self.space, lambda p: self.predict(p)[0])
+                               if prune_choices and budget.memory_bytes is None and not pareto else None)
         self.enqueue_uniform = enqueue_uniform
         self.study_name = study_name or self.default_study_name()
         self.run_dir = Path(run_dir) if run_dir is not None else None
@@ -381,7 +425,6 @@ class PlanSearch:
         self.notes: list[str] = []
         self._check_or_record_identity()
         self._scored: dict[tuple[int, ...], tuple[int, float]] = {}
-        self._cost_cache: dict[tuple[int, ...], tuple[float, int]] = {}
 
     # ---- setup -------------------------------------------------------------------------
     def default_study_name(self) -> str:
@@ -447,7 +490,11 @@ class PlanSearch:
         return n
 
     def _enqueue_seeds(self) -> list[PruningPlan]:
-        plans = uniform_seed_plans(self.space, self.fits)
+        plans: list[PruningPlan] = []
+        for p in uniform_seed_plans(self.space, self.fits, count=8):
+            p = self.codec.snap(p)  # onto the counts the search uses, if still within budget
+            if self.fits(p) and p.keep not in [q.keep for q in plans] and len(plans) < 3:
+                plans.append(p)
         for p in plans:
             ratio = p.meta.get("uniform_ratio")
             self.study.enqueue_trial(self.codec.params(p),

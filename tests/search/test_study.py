@@ -100,13 +100,15 @@ def test_uniform_baseline_enqueued_first_and_feasible(setup, tmp_path) -> None:
     first = min(out.records, key=lambda r: r.number)
     assert first.number == 0 and first.source == "uniform" and first.feasible and first.evaluated
     widest = widest_uniform_plan(search.space, search.fits)
-    assert first.keep == search.space.full_keep(widest)
+    snapped = search.codec.snap(widest)  # onto the counts the search uses, when that fits
+    assert first.keep == search.space.full_keep(snapped if search.fits(snapped) else widest)
+    assert all(k >= w for k, w in zip(first.keep.values(), search.space.full_keep(widest).values()))
     uniform = sorted((r for r in out.records if r.source == "uniform"), key=lambda r: r.number)
     assert [r.number for r in uniform] == [0, 1, 2]
     # the widest fitting one first, then narrower ones; every wider uniform plan is over budget
     assert uniform[0].predicted_ms >= uniform[1].predicted_ms >= uniform[2].predicted_ms
     ratio = widest.meta["uniform_ratio"]
-    if ratio > 0:
+    if ratio > 0:  # (the baseline itself is the uniform plan, not its snapped form)
         assert not search.fits(search.space.uniform_plan(round(ratio - 0.05, 2)))
 
 
@@ -299,3 +301,33 @@ def test_run_search_writes_a_finished_run_dir(tables, tmp_path) -> None:
                        measure=False)
     assert again["status"] == "finished" and again["search"]["evaluated"] == 4
     assert again["dense"]["measured_ms"] is None
+
+
+def test_search_leaves_out_counts_a_wider_count_matches_in_latency(setup, tmp_path) -> None:
+    """Channel counts that buy no latency (padding to the SIMD block) are not searched:
+    each left-out count has a kept wider count predicted no slower, every kept count is
+    faster than all wider kept ones, and with a memory budget nothing is left out."""
+    analysis, predictor, _ = setup
+    search, _ = _search(setup, tmp_path / "lat", "40%", seed=0)
+    space = analysis.space
+    dense = space.full_keep(space.dense_plan())
+
+    def ms(g, c):
+        return predictor.predict_ms(space._plan({**dense, g: c}))
+
+    dropped = 0
+    for g in space.groups:
+        kept = search.codec.choices[g.name]
+        assert kept[-1] == g.size and set(kept) <= set(g.choices)
+        for i, c in enumerate(kept[:-1]):
+            assert ms(g.name, c) < min(ms(g.name, w) for w in kept[i + 1:])
+        for c in set(g.choices) - set(kept):
+            dropped += 1
+            assert any(ms(g.name, w) <= ms(g.name, c) for w in kept if w > c)
+    if int(predictor.table.meta.get("channel_block") or 1) > 8:  # wider than the count step
+        assert dropped > 0
+    out = search.run(trials=6)
+    for r in out.records:
+        assert all(k in search.codec.choices[g] for g, k in r.keep.items())
+    mem, _ = _search(setup, tmp_path / "mem", "80%", "60%", seed=0)
+    assert all(mem.codec.choices[g.name] == list(g.choices) for g in space.groups)

@@ -82,6 +82,39 @@ def next_wider_uniform(space, plan):
     return None
 
 
+def uniform_at(ms: float, lo: tuple[float, float], hi: tuple[float, float]) -> float:
+    """Uniform-width accuracy at measured latency ``ms``: linear between the uniform plan
+    ``lo`` and the next wider one ``hi`` (``(measured_ms, accuracy)`` each); outside them,
+    the nearer one (uniform width cannot go between its steps)."""
+    (x0, y0), (x1, y1) = sorted([lo, hi])
+    if ms <= x0:
+        return y0
+    if ms >= x1:
+        return y1
+    return y0 + (y1 - y0) * (ms - x0) / (x1 - x0)
+
+
+def equal_latency_rows(df: pd.DataFrame) -> list[dict]:
+    out = []
+    for (budget_text, method), g in df[df["method"].isin(["random", "hwprune"])].groupby(["budget", "method"],
+                                                                                        sort=False):
+        diffs, eqs = [], []
+        for _, r in g.iterrows():
+            same = df[(df["budget"] == budget_text) & (df["seed"] == r["seed"])].set_index("method")
+            u, o = same.loc["uniform"], same.loc["uniform_over"]
+            e = uniform_at(r["measured_ms"], (u["measured_ms"], u["test_accuracy"]),
+                           (o["measured_ms"], o["test_accuracy"]))
+            eqs.append(e)
+            diffs.append(r["test_accuracy"] - e)
+        sd = statistics.stdev(diffs) if len(diffs) > 1 else 0.0
+        out.append({"budget": budget_text, "method": method,
+                    "measured ms": f"{g['measured_ms'].mean():.4g}",
+                    "test accuracy": f"{g['test_accuracy'].mean():.4f}",
+                    "uniform at that latency": f"{statistics.mean(eqs):.4f}",
+                    "difference": f"{statistics.mean(diffs):+.4f} ± {sd:.4f}"})
+    return out
+
+
 def predictor_for(analysis, tables: str | None, log) -> tuple[object, str]:
     """The host predictor; profiles the demo into a temp folder when no table serves."""
     try:
@@ -221,6 +254,7 @@ def main() -> int:
                     "budget ms": f"{g['budget_ms'].iloc[0]:.4g}",
                     "search s": f"{g['search_s'].mean():.0f}"})
     table = md_table(pd.DataFrame(agg))
+    eq = md_table(pd.DataFrame(equal_latency_rows(df))) if {"uniform", "uniform_over"} <= set(df["method"]) else ""
     wall = time.perf_counter() - t_all
     settings = (f"demo model ({'trained weights' if lm.weights else 'UNTRAINED'}), host "
                 f"({profile.threads} onnxruntime thread(s)), table {predictor.table.kind} ({table_dir}); "
@@ -232,11 +266,19 @@ def main() -> int:
     md = ("# Search quality: hwprune (TPE) vs random search vs uniform width\n\n"
           "Mean ± standard deviation over seeds; test accuracy after identical KD fine-tuning; "
           "measured = onnxruntime end-to-end median on this host.\n\n"
-          f"{table}\n\n{settings}\n\nCommand: `python benchmarks/search_quality.py "
+          f"{table}\n\n"
+          + (("At equal measured latency: each search's winner against uniform width at its measured "
+              "latency (accuracy interpolated between the uniform plan and the next wider one by "
+              "their measured latencies; outside them, the nearer one), mean ± std of the "
+              f"difference over seeds.\n\n{eq}\n\n") if eq else "")
+          + f"{settings}\n\nCommand: `python benchmarks/search_quality.py "
           f"{' '.join(sys.argv[1:])}`\n")
     (args.out / "search_quality.md").write_text(md)
     print(table)
     print()
+    if eq:
+        print(eq)
+        print()
     print(settings)
     return 0
 

@@ -16,12 +16,14 @@ Candidates are scored identically (adaptive BN on 512 training images, accuracy 
 first ``--val-images`` validation images). Both searches then end as ``hwprune search``
 does: their ``--finalists`` best-scored candidates (hwprune adds the uniform plan, as
 its search does) are each fine-tuned (``--finetune-steps`` SGD steps, KD from the dense
-model, the same batches for a given seed) and the best on the validation split wins.
-The uniform plan gets the same fine-tune. Winners are scored on the full 10,000-image
-test set, which no method sees, and timed end to end with onnxruntime (host profile
-threads), all winners of a budget and seed together in interleaved rounds (each keeps
-its lowest round median, the protocol of the table's calibration). Repeated for each seed (the search seed and the fine-tune seed; the uniform
-plan is the same for every seed).
+model, the same batches in the same order for every plan and seed) and the best on the
+validation split wins. The uniform plan gets the same fine-tune. Winners are scored on
+the full 10,000-image test set, which no method sees, and timed end to end with
+onnxruntime (host profile threads), all winners of a budget and seed together in
+interleaved rounds (each keeps its lowest round median, the protocol of the table's
+calibration). Repeated for each seed: the seed changes the searches (sampler and candidate
+scoring), not the fine-tune, so the uniform plans score the same for every seed and the
+spread is the searches' own.
 
     python benchmarks/search_quality.py                       # the full run (~30 min, 2 cores)
     python benchmarks/search_quality.py --trials 3 --seeds 0 --finetune-steps 5 \\

@@ -244,6 +244,7 @@ def profile_model(analysis: Analysis, table: LatencyTable, runner: Runner, ancho
             rebuild = True
     if rebuild:
         table.rows.clear()
+        table.pending_calibration.clear()
         table.meta["calibration"] = []
         table.meta["models"] = {}
     table.meta["measured_on"] = {k: v for k, v in facts.items()}
@@ -267,7 +268,7 @@ def profile_model(analysis: Analysis, table: LatencyTable, runner: Runner, ancho
                   f"threads={facts.get('threads')} on {facts.get('cpu', facts.get('machine', '?'))} "
                   f"via {facts.get('runner')}").strip()
     known = sum(1 for p in table.meta.get("calibration", []) if p.get("model") == analysis.model_key)
-    cal = _Calibration(analysis, runner, progress) if calibrate and (todo or not known) else None
+    cal = _Calibration(analysis, runner, progress, table) if calibrate and (todo or not known) else None
     # kernels a killed run timed among fewer neighbours than planned: finish them too
     unfinished = {k for k in wanted if k in have and _in_context_unfinished(table.rows[k])}
     if (todo or unfinished) and in_context:
@@ -470,21 +471,32 @@ class _Calibration:
     and the rounds run between the in-context passes, a minute or more apart.
     """
 
-    def __init__(self, analysis: Analysis, runner: Runner, progress: bool, passes: int = 9) -> None:
+    def __init__(self, analysis: Analysis, runner: Runner, progress: bool, table: LatencyTable,
+                 passes: int = 9) -> None:
         from hwprune.onnx_export import to_onnx_bytes
 
-        self.analysis, self.runner, self.passes = analysis, runner, passes
+        self.analysis, self.runner, self.passes, self.table = analysis, runner, passes, table
         self.models = [(name, plan, MicroModel(f"e2e:{analysis.model_key}:{name}",
                                                to_onnx_bytes(analysis.space.apply(plan), analysis.lm.input_shape)))
                        for name, plan in calibration_plans(analysis)]
         self.times: dict[str, list[float]] = {}
         self.done = 0
+        # rounds a killed profile of this model journaled (same machine: the table is fresh)
+        names = {name for name, _, _ in self.models}
+        for row in table.pending_calibration:
+            if row.get("model") == analysis.model_key and set(row.get("times", {})) <= names:
+                for name, ms in row["times"].items():
+                    self.times.setdefault(name, []).append(float(ms))
+                self.done += int(row.get("rounds", 0))
+        self.done = min(self.done, passes)
         self.progress = progress
         self.bar = None
 
     def between(self) -> None:
-        """This pass's share of the rounds: called after each in-context pass."""
-        self.run(max(1, self.passes // IN_CONTEXT_PASSES))
+        """This pass's share of the rounds: called after each in-context pass. One round
+        at a time, each journaled, so a kill loses at most the round in flight."""
+        for _ in range(max(1, self.passes // IN_CONTEXT_PASSES)):
+            self.run(1)
 
     def run(self, passes: int | None = None) -> None:
         """Time ``passes`` more interleaved rounds over all calibration models (default: the rest)."""
@@ -495,18 +507,21 @@ class _Calibration:
             self.bar = _progress(self.passes, "calibrating end to end", self.progress, unit="round")
         times = self.runner.time_models([mm for _, _, mm in self.models], rounds=n,
                                         seconds=2.0 * n / self.passes)
-        for (name, _, _), ms in zip(self.models, times):
-            if ms is not None:
-                self.times.setdefault(name, []).append(ms)
+        got = {name: ms for (name, _, _), ms in zip(self.models, times) if ms is not None}
+        for name, ms in got.items():
+            self.times.setdefault(name, []).append(ms)
         self.done += n
+        self.table.append_calibration_round({"model": self.analysis.model_key, "rounds": n, "times": got,
+                                             "created": now_iso()})
         self.bar.update(n)
 
     def finish(self, table: LatencyTable) -> int:
         from hwprune.latency._predict import LatencyPredictor
 
         self.run()
-        self.bar.close()
-        self.bar = None
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
         pred = LatencyPredictor(self.analysis, table)
         key = self.analysis.model_key
         points = [p for p in table.meta.get("calibration", []) if p.get("model") != key]
@@ -518,6 +533,7 @@ class _Calibration:
                                "measured_ms": xs[0], "max_ms": xs[-1], "rounds": self.done,
                                "date": now_iso()})
         table.meta["calibration"] = points
+        table.pending_calibration = [r for r in table.pending_calibration if r.get("model") != key]
         table.meta["calibration_model"] = ("per model: measured_ms = scale * kernel_sum_ms + offset, "
                                            "least squares on relative error over the model's points, "
                                            "kernel_sum_ms recomputed from each point's 'keep' on the "

@@ -53,6 +53,8 @@ class LatencyTable:
     meta: dict[str, Any] = field(default_factory=dict)
     rows: dict[str, dict[str, Any]] = field(default_factory=dict)   # key -> row
     directory: Path | None = None
+    #: end-to-end calibration rounds a killed profile journaled (``kind: calibration_round``)
+    pending_calibration: list[dict[str, Any]] = field(default_factory=list)
 
     # ---- files -------------------------------------------------------------------------
     @staticmethod
@@ -115,11 +117,25 @@ class LatencyTable:
                     row = json.loads(line)
                 except json.JSONDecodeError:
                     continue  # a line cut by a kill
-                if isinstance(row, dict) and "key" in row and "latency_ms" in row:
+                if isinstance(row, dict) and row.get("kind") == "calibration_round":
+                    self.pending_calibration.append(row)
+                elif isinstance(row, dict) and "key" in row and "latency_ms" in row:
                     self.rows[row["key"]] = row
 
     def append_journal(self, row: dict[str, Any]) -> None:
         """Record one finished measurement durably before the next one starts."""
+        self._append(row)
+        self.rows[row["key"]] = row
+
+    def append_calibration_round(self, row: dict[str, Any]) -> None:
+        """Record end-to-end calibration timings durably (folded in by the profile that
+        finishes the calibration; a resumed profile starts from them)."""
+        row = {**row, "kind": "calibration_round"}
+        if self.directory is not None:
+            self._append(row)
+        self.pending_calibration.append(row)
+
+    def _append(self, row: dict[str, Any]) -> None:
         assert self.directory is not None
         self.directory.mkdir(parents=True, exist_ok=True)
         journal = self.paths(self.directory, self.device)[2]
@@ -127,7 +143,6 @@ class LatencyTable:
             f.write(json.dumps(row) + "\n")
             f.flush()
             os.fsync(f.fileno())
-        self.rows[row["key"]] = row
 
     def save(self) -> None:
         assert self.directory is not None

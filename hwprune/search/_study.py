@@ -576,12 +576,13 @@ class PlanSearch:
         if trials <= 0:
             raise ConfigError(f"the number of trials must be positive, got {trials}")
         start = time.perf_counter()
-        if self.existed:
-            n = self._requeue_orphans()
-            if n:
-                self.notes.append(f"re-queued {n} trial(s) interrupted by a killed process")
-        if self.enqueue_uniform:
-            self._enqueue_seeds()
+        with _quiet_optuna():  # enqueueing logs INFO lines ("already exists") on a resume
+            if self.existed:
+                n = self._requeue_orphans()
+                if n:
+                    self.notes.append(f"re-queued {n} trial(s) interrupted by a killed process")
+            if self.enqueue_uniform:
+                self._enqueue_seeds()
         self._refresh_scored()
         max_proposals = max_proposals or 50 * trials + 20
         done = self.evaluated_count()

@@ -90,6 +90,36 @@ def test_in_context_profiling_covers_anchors_and_resumes(tmp_path, r20):
     assert all(r["method"].startswith("in context") for r in final.rows.values() if r["source"] == "measured")
 
 
+class _CountingRunner(OrtLocalRunner):
+    """Counts end-to-end calibration rounds; dies on call ``die_at`` (1-based) if given."""
+
+    def __init__(self, die_at: int | None = None) -> None:
+        super().__init__(protocol=FAST)
+        self.die_at, self.calls, self.rounds = die_at, 0, 0
+
+    def time_models(self, models, rounds, seconds):
+        self.calls += 1
+        if self.calls == self.die_at:
+            raise _Killed()
+        self.rounds += rounds
+        return super().time_models(models, rounds, seconds)
+
+
+def test_calibration_rounds_survive_a_kill(tmp_path, r20):
+    with pytest.raises(_Killed):
+        profile_model(r20, LatencyTable.load(tmp_path, "host", create=True), _CountingRunner(die_at=5),
+                      progress=False)
+    again = LatencyTable.load(tmp_path, "host", create=True)
+    assert [r["rounds"] for r in again.pending_calibration] == [1, 1, 1, 1]  # one round per call
+    runner = _CountingRunner()
+    profile_model(r20, again, runner, progress=False)
+    assert runner.rounds == 5  # only the round in flight is timed again
+    final = LatencyTable.load(tmp_path, "host")
+    points = [p for p in final.meta["calibration"] if p["model"] == r20.model_key]
+    assert len(points) == 11 and all(p["rounds"] == 9 for p in points)
+    assert final.pending_calibration == []
+
+
 def test_second_model_extends_instead_of_restarting(tmp_path, r20):
     table = LatencyTable.load(tmp_path, "host", create=True)
     profile_model(r20, table, OrtLocalRunner(protocol=FAST), calibrate=False, progress=False)

@@ -304,16 +304,15 @@ def estimated_warning(table, device: str, model: str) -> str | None:
 def measure_plan_ms(analysis, plan, profile, repeats: int = 100) -> float:
     """End-to-end latency of the pruned model on this machine (onnxruntime): the lowest
     of 5 round medians, each round on every core in turn (see ``time_interleaved``)."""
-    from hwprune.devices._ort_runner import make_session, time_interleaved
+    from hwprune.devices._ort_runner import measure_latency_ms
     from hwprune.onnx_export import to_onnx_bytes
 
     if not profile.measurable_here:
         raise ConfigError(f"--measure needs the device at hand; '{profile.name}' is not this machine",
                           "measure with hwprune profile --runner/--rpc, or use --device host")
     pruned = analysis.space.apply(plan)
-    sess = make_session(to_onnx_bytes(pruned, analysis.lm.input_shape), profile.threads,
-                        profile.runtime.get("graph_optimization_level", "all"))
-    return time_interleaved([sess], rounds=5, min_time_s=max(0.5, repeats / 200), threads=profile.threads)[0]
+    return measure_latency_ms(to_onnx_bytes(pruned, analysis.lm.input_shape), profile,
+                              min_time_s=max(0.5, repeats / 200))["median_ms"]
 
 
 # ---- search / export / worker --------------------------------------------------------------

@@ -12,7 +12,8 @@ from typing import Any, Iterable, Iterator
 from hwprune.devices._runner import Measurement, MicroModel, Runner, TimingProtocol, summarize_times
 from hwprune.errors import MissingDependencyError
 
-__all__ = ["OrtLocalRunner", "cpu_model", "ort_facts", "time_ort", "time_interleaved"]
+__all__ = ["OrtLocalRunner", "cpu_model", "ort_facts", "time_ort", "time_interleaved", "measure_latencies_ms",
+           "measure_latency_ms"]
 
 _LEVELS = {"disabled": "ORT_DISABLE_ALL", "basic": "ORT_ENABLE_BASIC",
            "extended": "ORT_ENABLE_EXTENDED", "all": "ORT_ENABLE_ALL"}
@@ -198,6 +199,28 @@ def time_interleaved(sessions: list, rounds: int = 5, min_time_s: float = 0.5, w
                 per[i].append(time_ort(sessions[i], feeds[i], proto, cores=cores).median_ms)
                 bar.update(1)
     return [min(xs) for xs in per]
+
+
+def measure_latencies_ms(onnx_models: list[bytes | str], profile: Any, *, rounds: int = 5,
+                         min_time_s: float = 1.0) -> list[dict[str, Any]]:
+    """End-to-end onnxruntime latency of each model on this machine, profile's settings.
+
+    The protocol of ``hwprune latency --measure`` and of the table's calibration: the
+    models are timed in ``rounds`` interleaved rounds (single-threaded runs on each core
+    in turn) and each keeps its lowest round median, so a slow spell of a shared machine
+    does not land on one model only. Only meaningful for a profile measurable here.
+    """
+    rt = profile.runtime
+    sessions = [make_session(m, profile.threads, rt.get("graph_optimization_level", "all"),
+                             rt.get("provider", "CPUExecutionProvider")) for m in onnx_models]
+    times = time_interleaved(sessions, rounds=rounds, min_time_s=min_time_s, threads=profile.threads)
+    return [{"median_ms": ms, "statistic": f"lowest of {rounds} interleaved round medians",
+             "seconds": min_time_s, "threads": profile.threads, "runtime": "onnxruntime"} for ms in times]
+
+
+def measure_latency_ms(onnx_model: bytes | str, profile: Any, **kw: Any) -> dict[str, Any]:
+    """:func:`measure_latencies_ms` of one model."""
+    return measure_latencies_ms([onnx_model], profile, **kw)[0]
 
 
 def random_feeds(sess, seed: int = 0) -> dict:

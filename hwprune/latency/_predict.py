@@ -87,13 +87,10 @@ class LatencyPredictor:
         before ``keep`` was stored keep their recorded sum.
         """
         keep = point.get("keep")
-        if not isinstance(keep, dict):
+        try:
+            return self.kernel_sum_ms(self.analysis.space._plan({g: int(keep[g]) for g in self.groups}))
+        except (TypeError, KeyError, MissingKernelsError):  # no plan stored, or not in the table
             return float(point["kernel_sum_ms"])
-        vec = [int(keep.get(g, 0)) for g in self.groups]
-        keys = [t.sig(vec).key for t in self.analysis.templates]
-        if any(k not in self.lookup for k in keys):
-            return float(point["kernel_sum_ms"])
-        return sum(self.lookup[k] for k in keys)
 
     def _keep(self, plan: PruningPlan) -> list[int]:
         full = self.analysis.space.full_keep(plan)

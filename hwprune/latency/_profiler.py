@@ -139,12 +139,16 @@ def _interpolations(analysis: Analysis, lookup: dict[str, float], anchors: int, 
                                f"measured channel grid ({', '.join(used)}){pad_note}")
 
 
+def _measured(table: LatencyTable) -> dict[str, float]:
+    return {k: float(r["latency_ms"]) for k, r in table.rows.items() if r["source"] == "measured"}
+
+
 def interpolate(analysis: Analysis, table: LatencyTable, anchors: int, block: int = 1) -> int:
     """(Re)compute every needed signature that was not measured; returns how many.
 
     Interpolated rows are recomputed on every build (their anchors may have been re-timed).
     """
-    lookup = {k: float(r["latency_ms"]) for k, r in table.rows.items() if r["source"] == "measured"}
+    lookup = _measured(table)
     added = 0
     for key, ms, method in _interpolations(analysis, lookup, anchors, block):
         if key in lookup:
@@ -169,7 +173,7 @@ def own_grid_values(analysis: Analysis, table: LatencyTable) -> dict[str, float]
     if not anchors:
         return {}
     block = int(table.meta.get("channel_block") or 1)
-    measured = {k: float(r["latency_ms"]) for k, r in table.rows.items() if r["source"] == "measured"}
+    measured = _measured(table)
     own = anchor_keys(analysis, int(anchors), block)  # a signature may be an anchor of another template
     try:
         return {key: ms for key, ms, _ in _interpolations(analysis, measured, int(anchors), block)

@@ -34,6 +34,7 @@ from typing import Any, Callable
 import torch
 
 from hwprune import __version__
+from hwprune.devices._ort_runner import measure_latencies_ms, measure_latency_ms
 from hwprune.errors import ConfigError, HwpruneError, PlanError
 from hwprune.pruning import PruningPlan
 from hwprune.search._budget import Budget, check_reachable, format_bytes
@@ -75,30 +76,6 @@ def fresh_train_loader(loader: Any) -> Any:
                         shuffle=loader.shuffle, seed=loader.seed, augment=loader.augment,
                         pad=loader.pad, mean=loader.mean, std=loader.std,
                         drop_last=loader.drop_last)
-
-
-def measure_latencies_ms(onnx_models: list[bytes | str], profile: Any, *, rounds: int = 5,
-                         min_time_s: float = 1.0) -> list[dict[str, Any]]:
-    """End-to-end onnxruntime latency of each model on this machine, profile's settings.
-
-    The protocol of ``hwprune latency --measure`` and of the table's calibration: the
-    models are timed in ``rounds`` interleaved rounds (single-threaded runs on each core
-    in turn) and each keeps its lowest round median, so a slow spell of a shared machine
-    does not land on one model only. Only meaningful for a profile measurable here.
-    """
-    from hwprune.devices._ort_runner import make_session, time_interleaved
-
-    rt = profile.runtime
-    sessions = [make_session(m, profile.threads, rt.get("graph_optimization_level", "all"),
-                             rt.get("provider", "CPUExecutionProvider")) for m in onnx_models]
-    times = time_interleaved(sessions, rounds=rounds, min_time_s=min_time_s, threads=profile.threads)
-    return [{"median_ms": ms, "statistic": f"lowest of {rounds} interleaved round medians",
-             "seconds": min_time_s, "threads": profile.threads, "runtime": "onnxruntime"} for ms in times]
-
-
-def measure_latency_ms(onnx_model: bytes | str, profile: Any, **kw: Any) -> dict[str, Any]:
-    """:func:`measure_latencies_ms` of one model."""
-    return measure_latencies_ms([onnx_model], profile, **kw)[0]
 
 
 def estimated_table_warning(table_kind: str, device: str, model_spec: str) -> str | None:

@@ -21,7 +21,7 @@ import statistics
 import sys
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Container, Sequence
 
 from hwprune.analysis import Analysis
 from hwprune.devices._runner import MicroModel, Runner
@@ -101,9 +101,11 @@ def _bracket(values: Sequence[int], x: int, block: int = 1) -> tuple[int, int, f
     raise ValueError(f"{x} outside {values[0]}..{values[-1]}")
 
 
-def _interpolations(analysis: Analysis, lookup: dict[str, float], anchors: int, block: int = 1):
+def _interpolations(analysis: Analysis, lookup: dict[str, float], anchors: int, block: int = 1,
+                    only: Container[str] | None = None):
     """``(key, ms, method)`` for every needed signature of the model that is not one of
-    its own anchors: multilinear in padded channel counts between the anchors around it.
+    its own anchors (and is in ``only``, if given): multilinear in padded channel counts
+    between the anchors around it.
 
     ``lookup`` must hold the model's anchor kernels; each key is yielded once.
     """
@@ -117,7 +119,7 @@ def _interpolations(analysis: Analysis, lookup: dict[str, float], anchors: int, 
             if all(v in grid for v, grid in zip(combo, grids)):
                 continue  # an anchor: measured
             key = t.sig(_keep_vector(analysis, dict(zip(axes, combo)))).key
-            if key in done:
+            if key in done or (only is not None and key not in only):
                 continue
             done.add(key)
             brackets = [_bracket(grid, v, block) for grid, v in zip(grids, combo)]
@@ -176,8 +178,8 @@ def own_grid_values(analysis: Analysis, table: LatencyTable) -> dict[str, float]
     measured = _measured(table)
     own = anchor_keys(analysis, int(anchors), block)  # a signature may be an anchor of another template
     try:
-        return {key: ms for key, ms, _ in _interpolations(analysis, measured, int(anchors), block)
-                if key in measured and key not in own}
+        return {key: ms for key, ms, _ in _interpolations(analysis, measured, int(anchors), block, only=measured)
+                if key not in own}
     except TableError:
         return {}
 

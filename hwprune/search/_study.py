@@ -382,8 +382,8 @@ class PlanSearch:
     ``scorer(plan) -> accuracy`` is called only for plans that fit the budget.
     ``sampler`` is "tpe" (default; "nsga2" in ``pareto`` mode) or "random".
     ``enqueue_uniform`` seeds the study with the uniform plans that fit (raised onto the
-    counts the search uses). ``prune_choices`` (latency-only budgets) leaves out channel
-    counts that a wider count matches in predicted latency (:func:`efficient_choices`).
+    counts the search uses). Under a latency-only budget, channel counts that a wider
+    count matches in predicted latency are left out (:func:`efficient_choices`).
     """
 
     def __init__(self, analysis: Any, predictor: Any, budget: Budget, scorer: Scorer, *,
@@ -391,7 +391,7 @@ class PlanSearch:
                  pareto: bool = False, run_dir: str | Path | None = None,
                  storage_url: str | None = None, study_name: str | None = None,
                  resume: bool = False, enqueue_uniform: bool = True,
-                 progress: bool = True, prune_choices: bool = True) -> None:
+                 progress: bool = True) -> None:
         self.analysis = analysis
         self.space: PruningSpace = analysis.space
         self.predictor = predictor
@@ -410,7 +410,7 @@ class PlanSearch:
         self._cost_cache: dict[tuple[int, ...], tuple[float, int]] = {}
         # latency-only budgets: counts a wider count matches in latency are left out
         self.codec = PlanCodec(self.space, efficient_choices(self.space, lambda p: self.predict(p)[0])
-                               if prune_choices and budget.memory_bytes is None and not pareto else None)
+                               if budget.memory_bytes is None and not pareto else None)
         self.enqueue_uniform = enqueue_uniform
         self.study_name = study_name or self.default_study_name()
         self.run_dir = Path(run_dir) if run_dir is not None else None
@@ -491,10 +491,12 @@ class PlanSearch:
 
     def _enqueue_seeds(self) -> list[PruningPlan]:
         plans: list[PruningPlan] = []
-        for p in uniform_seed_plans(self.space, self.fits, count=8):
+        for p in uniform_seed_plans(self.space, self.fits, count=8):  # spares: snapping can merge some
             p = self.codec.snap(p)  # onto the counts the search uses, if still within budget
-            if self.fits(p) and p.keep not in [q.keep for q in plans] and len(plans) < 3:
+            if self.fits(p) and p.keep not in [q.keep for q in plans]:
                 plans.append(p)
+            if len(plans) == 3:
+                break
         for p in plans:
             ratio = p.meta.get("uniform_ratio")
             self.study.enqueue_trial(self.codec.params(p),

@@ -26,11 +26,11 @@ from pathlib import Path
 import pandas as pd
 
 from hwprune._paths import tables_dir
-from hwprune.analysis import analyze
+from hwprune.pruning import analyze
 from hwprune.devices import load_profile
-from hwprune.devices._ort_runner import OrtLocalRunner, cpu_model, make_session, time_interleaved
-from hwprune.devices._runner import TimingProtocol
-from hwprune.latency import host_facts
+from hwprune.devices import LocalRunner
+from hwprune.runtimes.ort import cpu_model
+from hwprune.runtimes.timing import TimingProtocol
 from hwprune.latency._predict import LatencyPredictor
 from hwprune.latency._profiler import profile_model
 from hwprune.latency._table import LatencyTable
@@ -68,13 +68,14 @@ def main() -> int:
     args = ap.parse_args()
 
     profile = load_profile("host")
+    runtime = profile.local_runtime()
     directory = tables_dir(args.tables)
     rows, summary, builds = [], [], []
     for name in args.models:
         analysis = analyze(load_model(name))
         table = LatencyTable.load(directory, "host", create=True)
         if analysis.model_key not in table.meta.get("models", {}) or table.meta.get("measured_on", {}).get("cpu") != cpu_model():
-            runner = OrtLocalRunner(profile.threads, protocol=TimingProtocol(warmup=10, repeats=50, min_time_s=0.1))
+            runner = LocalRunner(runtime, protocol=TimingProtocol(warmup=10, repeats=50, min_time_s=0.1))
             start = time.perf_counter()
             with runner:
                 rep = profile_model(analysis, table, runner, progress=sys.stderr.isatty())
@@ -82,7 +83,7 @@ def main() -> int:
                            "reused": rep.reused, "interpolated": rep.interpolated,
                            "calibration_points": rep.calibration_points})
             table = LatencyTable.load(directory, "host")
-        table.check_fresh(host_facts(profile))
+        table.check_fresh(runtime.facts())
         pred = LatencyPredictor(analysis, table)
         rng = random.Random(args.seed)
         plans = [analysis.space.random_plan(rng, 0.0, args.max_ratio) for _ in range(args.plans)]
@@ -91,10 +92,10 @@ def main() -> int:
         for p in plans:
             pred.predict_ms(p)
         predict_us = (time.perf_counter() - t0) / len(plans) * 1e6
-        sessions = [make_session(to_onnx_bytes(analysis.space.apply(plan), analysis.lm.input_shape),
-                                 profile.threads) for plan in plans]
-        measured = time_interleaved(sessions, rounds=args.rounds, min_time_s=args.min_time,
-                                    progress=sys.stderr.isatty())
+        sessions = [runtime.session(to_onnx_bytes(analysis.space.apply(plan), analysis.lm.input_shape))
+                    for plan in plans]
+        measured = runtime.time_sessions(sessions, rounds=args.rounds, seconds=args.min_time,
+                                         progress=sys.stderr.isatty())
         del sessions
         predicted = [pred.predict_ms(plan) for plan in plans]
         for i, (plan, p, m) in enumerate(zip(plans, predicted, measured)):
@@ -113,7 +114,7 @@ def main() -> int:
     df, sm = pd.DataFrame(rows), pd.DataFrame(summary)
     df.to_csv(OUT / "latency_fidelity.csv", index=False)
     allerr = df["error_pct"].abs()
-    facts = host_facts(profile)
+    facts = runtime.facts()
     lines = ["# Latency fidelity on the host", "",
              f"Machine: {facts['cpu']}; onnxruntime {facts['runtime_version']}, "
              f"{facts['threads']} thread(s), graph optimization '{facts['graph_optimization_level']}'. "

@@ -47,7 +47,7 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from hwprune.analysis import analyze
+from hwprune.pruning import analyze
 from hwprune.devices import load_profile
 from hwprune.errors import TableError
 from hwprune.latency import LatencyTable, open_predictor
@@ -55,8 +55,7 @@ from hwprune.models import load_model
 from hwprune.onnx_export import to_onnx_bytes
 from hwprune.search._budget import Budget
 from hwprune.search._data import load_fashion_mnist
-from hwprune.search._run import (KD_ALPHA, KD_TEMPERATURE, finalist_plans, finetune_finalists,
-                                 measure_latencies_ms, measure_latency_ms)
+from hwprune.search._run import KD_ALPHA, KD_TEMPERATURE, finalist_plans, finetune_finalists
 from hwprune.search._study import UNIFORM_RATIOS, AccuracyScorer, PlanSearch, widest_uniform_plan
 from hwprune.search._train import evaluate
 
@@ -123,12 +122,12 @@ def predictor_for(analysis, tables: str | None, log) -> tuple[object, str]:
         return open_predictor(analysis, "host", tables), str(tables or "latency_tables/")
     except TableError as exc:
         log(f"no usable host table ({str(exc).split(';')[0]}); profiling the demo model")
-    from hwprune.devices._ort_runner import OrtLocalRunner
+    from hwprune.devices import LocalRunner
     from hwprune.latency._profiler import profile_model
 
     d = Path(tempfile.mkdtemp(prefix="hwprune-bench-tables-"))
     t0 = time.perf_counter()
-    runner = OrtLocalRunner(threads=load_profile("host").threads)
+    runner = LocalRunner(threads=load_profile("host").threads)
     profile_model(analysis, LatencyTable.load(d, "host", create=True), runner, progress=False)
     log(f"profiled in {time.perf_counter() - t0:.0f} s into {d}")
     return open_predictor(analysis, "host", d), str(d)
@@ -171,7 +170,7 @@ def main() -> int:
     shape = tuple(lm.input_shape)
     dense_ms = predictor.predict_ms(space.dense_plan())
     dense_test = evaluate(dense, task.test)
-    dense_measured = measure_latency_ms(to_onnx_bytes(dense, shape), profile, min_time_s=0.5)["median_ms"]
+    dense_measured = profile.local_runtime().measure_latencies([to_onnx_bytes(dense, shape)], seconds=0.5)[0]["median_ms"]
     log(f"dense: test {dense_test:.4f}, predicted {dense_ms:.4g} ms, measured {dense_measured:.4g} ms "
         f"(table {predictor.table.kind})")
 
@@ -227,7 +226,7 @@ def main() -> int:
                     "finetune_s": ft_s,
                     **{f"keep:{g}": k for g, k in space.full_keep(plan).items()}}))
             # the winners are timed together, in interleaved rounds: equal footing for all
-            times = measure_latencies_ms([m for m, _ in done], profile, min_time_s=1.0)
+            times = profile.local_runtime().measure_latencies([m for m, _ in done], seconds=1.0)
             for (_, row), t in zip(done, times):
                 rows.append({**row, "measured_ms": t["median_ms"]})
                 log(f"[{budget_text} seed {seed}] {row['method']}: test {row['test_accuracy']:.4f}, "

@@ -53,13 +53,13 @@ def check_onnx(model: nn.Module, onnx_model: bytes | str | Path, input_shape: tu
 
     Returns the max abs difference relative to the output scale (max abs of torch's output).
     """
-    import onnxruntime as ort
+    from hwprune.runtimes.ort import make_session
 
     x = torch.randn(*input_shape, generator=torch.Generator().manual_seed(seed))
     with torch.no_grad():
         ref = model.eval()(x).numpy()
     src = onnx_model if isinstance(onnx_model, bytes) else str(onnx_model)
-    sess = ort.InferenceSession(src, providers=["CPUExecutionProvider"])
+    sess = make_session(src, threads=1)
     out = sess.run(None, {INPUT_NAME: x.numpy()})[0]
     if out.shape != ref.shape:
         raise ModelError(f"onnxruntime output shape {out.shape} differs from torch {ref.shape}")

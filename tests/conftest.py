@@ -12,7 +12,7 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 @pytest.fixture(scope="session")
 def demo_analysis():
-    from hwprune.analysis import analyze
+    from hwprune.pruning import analyze
     from hwprune.models import load_model
 
     return analyze(load_model("demo"))

@@ -90,7 +90,6 @@ def cmd_models(args: argparse.Namespace) -> int:
 def cmd_devices(args: argparse.Namespace) -> int:
     from hwprune._paths import tables_dir
     from hwprune.devices import list_profiles, load_profile
-    from hwprune.latency import host_facts
     from hwprune.latency._table import LatencyTable
 
     rows = []
@@ -110,7 +109,7 @@ def cmd_devices(args: argparse.Namespace) -> int:
                 info["entries"] = t.counts()
                 if prof.measurable_here and t.measured_keys():
                     try:
-                        t.check_fresh(host_facts(prof))
+                        t.check_fresh(prof.local_runtime().facts())
                     except HwpruneError as exc:
                         info["table"] = "stale"
                         info["stale_reason"] = str(exc)
@@ -133,7 +132,7 @@ def cmd_devices(args: argparse.Namespace) -> int:
 def cmd_prune(args: argparse.Namespace) -> int:
     import torch
 
-    from hwprune.analysis import analyze
+    from hwprune.pruning import analyze
     from hwprune.onnx_export import check_onnx, export_onnx
     from hwprune.pruning import PruningPlan
 
@@ -175,37 +174,17 @@ def cmd_prune(args: argparse.Namespace) -> int:
 
 # ---- profile -------------------------------------------------------------------------------
 def _runner_for(args: argparse.Namespace, profile):
-    from hwprune.devices._runner import TimingProtocol
+    from hwprune.devices import runner_for
+    from hwprune.runtimes.timing import TimingProtocol
 
     proto = TimingProtocol(warmup=args.warmup, repeats=args.repeats, min_time_s=args.min_time,
                            timeout_s=args.timeout)
-    threads = args.threads or profile.threads
-    rt = profile.runtime
-    if args.runner and args.rpc:
-        raise ConfigError("give either --runner or --rpc, not both")
-    from hwprune.devices import make_runner
-
-    level = rt.get("graph_optimization_level", "all")
-    provider = rt.get("provider", "CPUExecutionProvider")
-    if args.runner:
-        return make_runner("worker", args.runner, threads, level, provider, proto)
-    if args.rpc:
-        if not args.key:
-            raise ConfigError("--rpc needs --key (the device key registered with the tracker)")
-        if profile.tvm_target is None:
-            raise ConfigError(f"device '{profile.name}' has no tvm_target; TVM RPC cannot build for it")
-        cc = (profile.cross_compiler or {}).get("cc")
-        return make_runner("tvm-rpc", args.rpc, args.key, profile.tvm_target, protocol=proto, cross_cc=cc)
-    if profile.measurable_here:
-        if rt.get("name") == "tvm":
-            return make_runner("tvm-local", proto, target=profile.tvm_target, threads=threads)
-        return make_runner("local", threads, level, provider, proto)
-    return None
+    return runner_for(profile, proto, command=args.runner, rpc=args.rpc, key=args.key, threads=args.threads)
 
 
 def cmd_profile(args: argparse.Namespace) -> int:
     from hwprune._paths import tables_dir
-    from hwprune.analysis import analyze
+    from hwprune.pruning import analyze
     from hwprune.devices import load_profile
     from hwprune.latency._profiler import estimate_model, profile_model
     from hwprune.latency._table import LatencyTable
@@ -248,7 +227,7 @@ def cmd_profile(args: argparse.Namespace) -> int:
 
 # ---- latency -------------------------------------------------------------------------------
 def cmd_latency(args: argparse.Namespace) -> int:
-    from hwprune.analysis import analyze
+    from hwprune.pruning import analyze
     from hwprune.devices import load_profile
     from hwprune.latency import open_predictor
     from hwprune.pruning import PruningPlan
@@ -303,16 +282,15 @@ def estimated_warning(table, device: str, model: str) -> str | None:
 
 def measure_plan_ms(analysis, plan, profile, repeats: int = 100) -> float:
     """End-to-end latency of the pruned model on this machine (onnxruntime): the lowest
-    of 5 round medians, each round on every core in turn (see ``time_interleaved``)."""
-    from hwprune.devices._ort_runner import measure_latency_ms
+    of 5 round medians, each round on every core in turn (see ``hwprune.runtimes.timing``)."""
     from hwprune.onnx_export import to_onnx_bytes
 
     if not profile.measurable_here:
         raise ConfigError(f"--measure needs the device at hand; '{profile.name}' is not this machine",
                           "measure with hwprune profile --runner/--rpc, or use --device host")
     pruned = analysis.space.apply(plan)
-    return measure_latency_ms(to_onnx_bytes(pruned, analysis.lm.input_shape), profile,
-                              min_time_s=max(0.5, repeats / 200))["median_ms"]
+    return profile.local_runtime().measure_latencies([to_onnx_bytes(pruned, analysis.lm.input_shape)],
+                                                     seconds=max(0.5, repeats / 200))[0]["median_ms"]
 
 
 # ---- search / export / worker --------------------------------------------------------------

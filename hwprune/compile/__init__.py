@@ -1,6 +1,6 @@
 """Compile a pruned model with Apache TVM and export a deployable artifact.
 
-``tvm`` is imported lazily (only ``hwprune.compile._tvm`` imports it), so importing this
+``tvm`` is imported lazily (only ``hwprune.runtimes.tvm`` imports it), so importing this
 package is cheap and works without TVM installed.
 
 >>> from hwprune.compile import export_artifact

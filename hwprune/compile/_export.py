@@ -14,7 +14,6 @@ import json
 import os
 import platform
 import shutil
-import statistics
 import tempfile
 import time
 from datetime import datetime, timezone
@@ -56,7 +55,7 @@ def export_artifact(run_dir: str | os.PathLike, device: str | DeviceProfile | No
     >>> meta["measured"]["tvm_median_ms"]      # doctest: +SKIP
     0.41
     """
-    from hwprune.compile import _tvm  # lazy: imports nothing heavy until called
+    from hwprune.runtimes import tvm as _tvm  # lazy: imports nothing heavy until called
 
     run = Path(run_dir)
     summary = _read_run(run)
@@ -230,13 +229,18 @@ def _build_artifact(_tvm: Any, run: Path, summary: dict[str, Any], profile: Devi
 def _verify_host(_tvm: Any, lib: Path, onnx_path: Path, inputs: list[Any], *, threads: int,
                  tolerance: float, warmup: int, repeats: int, seed: int
                  ) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Run the exported library and onnxruntime on one seeded input; compare and time both."""
+    """Run the exported library and onnxruntime on one seeded input; compare and time both
+    with the same protocol (:mod:`hwprune.runtimes.timing`)."""
+    from hwprune.runtimes import RuntimeSpec
+    from hwprune.runtimes.ort import OrtRuntime, ort_version
+    from hwprune.runtimes.timing import TimingProtocol, time_runs
+
     feeds = _tvm.random_inputs(inputs, seed)
     _tvm.set_num_threads(threads)
-    vm, dev = _tvm.load_vm(lib)
-    tvm_out = _tvm.run_vm(vm, dev, list(feeds.values()))
-    sess = _ort_session(onnx_path, threads)
-    ort_out = sess.run(None, feeds)
+    tvm_sess = _tvm.vm_session(lib, inputs)
+    tvm_out = tvm_sess.run(feeds)
+    ort_sess = OrtRuntime(RuntimeSpec("onnxruntime", threads)).session(str(onnx_path))
+    ort_out = ort_sess.run(feeds)
     if len(tvm_out) != len(ort_out):
         raise CompileError(f"compiled model returns {len(tvm_out)} outputs, onnxruntime {len(ort_out)}")
     worst = 0.0
@@ -248,44 +252,16 @@ def _verify_host(_tvm: Any, lib: Path, onnx_path: Path, inputs: list[Any], *, th
     if not worst <= tolerance:
         raise CompileError(f"compiled model disagrees with onnxruntime: max abs diff / output scale "
                            f"= {worst:.2e} > {tolerance:.0e}", "report this with the run directory")
-    tvm_ms = _tvm.time_vm(vm, dev, list(feeds.values()), warmup=warmup, repeats=repeats)
-    ort_ms = _time_ort(sess, feeds, warmup=warmup, repeats=repeats)
+    protocol = TimingProtocol(warmup=warmup, repeats=repeats, min_time_s=0.0)
+    tvm_ms = time_runs(tvm_sess.call(feeds), protocol, "tvm")
+    ort_ms = time_runs(ort_sess.call(feeds), protocol, "onnxruntime")
     verification = {"status": "passed", "reference": "onnxruntime", "seed": seed,
                     "max_abs_diff_over_scale": worst, "tolerance": tolerance}
     measured = {"where": platform.node() or "host", "threads": threads, "warmup": warmup,
-                "repeats": repeats, "tvm_median_ms": statistics.median(tvm_ms),
-                "tvm_p10_ms": float(np.percentile(tvm_ms, 10)), "tvm_p90_ms": float(np.percentile(tvm_ms, 90)),
-                "onnxruntime_median_ms": statistics.median(ort_ms),
-                "onnxruntime_version": _ort_version()}
+                "repeats": repeats, "tvm_median_ms": tvm_ms.median_ms,
+                "tvm_p10_ms": tvm_ms.p10_ms, "tvm_p90_ms": tvm_ms.p90_ms,
+                "onnxruntime_median_ms": ort_ms.median_ms, "onnxruntime_version": ort_version()}
     return verification, measured
-
-
-def _ort_session(onnx_path: Path, threads: int) -> Any:
-    try:
-        import onnxruntime as ort
-    except ImportError as exc:
-        raise MissingDependencyError("verifying an export needs onnxruntime",
-                                     "pip install onnxruntime (or export with verify=False)") from exc
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = threads
-    opts.inter_op_num_threads = 1
-    return ort.InferenceSession(str(onnx_path), opts, providers=["CPUExecutionProvider"])
-
-
-def _ort_version() -> str:
-    import onnxruntime as ort
-    return str(ort.__version__)
-
-
-def _time_ort(sess: Any, feeds: dict[str, np.ndarray], *, warmup: int, repeats: int) -> list[float]:
-    for _ in range(warmup):
-        sess.run(None, feeds)
-    times_ms = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        sess.run(None, feeds)
-        times_ms.append((time.perf_counter() - t) * 1e3)
-    return times_ms
 
 
 def _publish(tmp: Path, out: Path) -> None:

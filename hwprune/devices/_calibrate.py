@@ -37,7 +37,7 @@ from hwprune.devices._estimate import (COMPUTE_CLASSES, OP_CLASSES, Factors, _pe
 from hwprune.devices._profile import DeviceProfile
 from hwprune.devices._tflite_log import NodeTiming, average_runs, parse_benchmark_log
 from hwprune.errors import DataError
-from hwprune.latency._signature import KernelSig
+from hwprune.runtimes.kernels import KernelSig
 
 __all__ = ["DATASET", "WIDTHS", "PHONE_CPU_PRIOR", "Sample", "FitResult", "dataset_dir",
            "mobilenet_v1_sigs", "load_nodes", "load_samples", "unmodelled_nodes", "fit_factors",

@@ -40,7 +40,7 @@ from typing import Any, Mapping
 from hwprune._paths import profiles_dir
 from hwprune.devices._profile import DeviceProfile, load_profile
 from hwprune.errors import DeviceError
-from hwprune.latency._signature import KernelSig
+from hwprune.runtimes.kernels import KernelSig
 
 __all__ = ["OP_CLASSES", "MODEL_VERSION", "Factors", "op_class", "estimate_ms",
            "breakdown", "load_calibration", "AnalyticEstimator"]

@@ -8,6 +8,7 @@ from typing import Any
 
 from hwprune._paths import profiles_dir
 from hwprune.errors import DeviceError
+from hwprune.runtimes import Runtime, RuntimeSpec, open_runtime
 
 __all__ = ["DeviceProfile", "load_profile", "list_profiles", "DEVICE_CLASSES", "RUNTIMES"]
 
@@ -46,6 +47,15 @@ class DeviceProfile:
     @property
     def threads(self) -> int:
         return int(self.runtime.get("threads", 1))
+
+    @property
+    def runtime_spec(self) -> RuntimeSpec:
+        """The runtime that times this device's kernels, typed (see :mod:`hwprune.runtimes`)."""
+        return RuntimeSpec.from_dict(self.runtime, self.tvm_target)
+
+    def local_runtime(self) -> Runtime:
+        """The profile's runtime on this machine (for the host, or a remote worker's side)."""
+        return open_runtime(self.runtime_spec)
 
     @property
     def measurable_here(self) -> bool:

@@ -9,16 +9,21 @@ signature string) and yields one :class:`Measurement` per model. Call order::
         ...
     runner.close()                # always (use ``with runner:``); cleans remote files
 
-Built-in runners are found by name in :data:`hwprune.devices.RUNNERS` (``make_runner``).
+A runner carries a runtime (:mod:`hwprune.runtimes`) to a device: in this process
+(:class:`~hwprune.devices.LocalRunner`), through ``hwprune worker`` over any command, or
+over TVM RPC. Built-in runners are found by name in :data:`hwprune.devices.RUNNERS`
+(``make_runner``).
 """
 from __future__ import annotations
 
 import abc
-import statistics
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any, Iterable, Iterator
 
-__all__ = ["MicroModel", "Measurement", "TimingProtocol", "Runner", "summarize_times"]
+from hwprune.errors import DeviceError
+from hwprune.runtimes.timing import Measurement, TimingProtocol
+
+__all__ = ["MicroModel", "Measurement", "TimingProtocol", "Runner"]
 
 
 @dataclass(frozen=True)
@@ -27,51 +32,13 @@ class MicroModel:
     onnx: bytes       # a single-kernel ONNX model, input named "x" (+ "r" for a residual)
 
 
-@dataclass(frozen=True)
-class TimingProtocol:
-    warmup: int = 10
-    repeats: int = 50
-    min_time_s: float = 0.05   # keep repeating until at least this much time was timed
-    timeout_s: float = 60.0    # per kernel
-
-
-@dataclass(frozen=True)
-class Measurement:
-    key: str
-    median_ms: float
-    p10_ms: float
-    p90_ms: float
-    mean_ms: float
-    std_ms: float
-    runs: int
-    warmup: int
-    error: str | None = None   # set when the kernel failed; the other fields are NaN
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def failed(cls, key: str, error: str) -> "Measurement":
-        nan = float("nan")
-        return cls(key, nan, nan, nan, nan, nan, 0, 0, error)
-
-
-def summarize_times(key: str, times_ms: list[float], warmup: int) -> Measurement:
-    """Median, 10th/90th percentile, mean and std of repeated timings (milliseconds)."""
-    xs = sorted(times_ms)
-    n = len(xs)
-
-    def pct(q: float) -> float:
-        return xs[min(n - 1, max(0, int(round(q * (n - 1)))))]
-
-    return Measurement(key, statistics.median(xs), pct(0.1), pct(0.9), statistics.fmean(xs),
-                       statistics.pstdev(xs) if n > 1 else 0.0, n, warmup)
-
-
 class Runner(abc.ABC):
     """Times micro models on one device. Subclasses implement the three methods."""
 
     name: str = "abstract"
+    #: whether :meth:`profile_nodes` can time the kernels of a whole model (declared, so the
+    #: profiler knows up front whether kernels are timed in context or as micro models)
+    profiles_nodes: bool = False
 
     def __init__(self, protocol: TimingProtocol | None = None) -> None:
         self.protocol = protocol or TimingProtocol()
@@ -89,13 +56,11 @@ class Runner(abc.ABC):
         """Facts for the table metadata: machine, cpu/gpu, runtime and versions, threads."""
 
     def profile_nodes(self, onnx: bytes, runs: int) -> dict[str, float]:
-        """Optional: run a whole model ``runs`` times with the runtime's per-node profiler
-        and return the median milliseconds of each node (by the runtime's node name).
-
-        Runners that cannot (TVM) raise NotImplementedError; the profiler then times
-        kernels one by one as micro models.
+        """Only where :attr:`profiles_nodes`: run a whole model ``runs`` times with the
+        runtime's per-node profiler and return the median milliseconds of each node (by the
+        runtime's node name). Elsewhere the profiler times kernels one by one as micro models.
         """
-        raise NotImplementedError
+        raise DeviceError(f"runner '{self.name}' cannot profile the kernels of a whole model")
 
     def time_models(self, models: list[MicroModel], rounds: int, seconds: float) -> list[float | None]:
         """Latency (ms) of each whole model: ``rounds`` interleaved rounds over all of them,

@@ -17,17 +17,18 @@ import platform
 import threading
 from typing import Any, Callable, Iterable, Iterator
 
-from hwprune.devices._runner import Measurement, MicroModel, Runner, TimingProtocol, summarize_times
+from hwprune.devices._runner import Measurement, MicroModel, Runner, TimingProtocol
+from hwprune.runtimes.timing import summarize_times
+from hwprune.runtimes.tvm import HOST_TARGET
 from hwprune.errors import (CompileError, DeviceError, DeviceTimeoutError, HwpruneError,
                             MissingDependencyError)
 
 __all__ = ["TvmLocalRunner", "TvmRpcRunner"]
 
-_HOST_TARGET = {"kind": "llvm", "mcpu": "native"}
 
 
 def _error_line(exc: BaseException) -> str:
-    from hwprune.compile._tvm import _first_line
+    from hwprune.runtimes.tvm import _first_line
     return f"{type(exc).__name__}: {_first_line(exc)}"
 
 
@@ -43,21 +44,21 @@ class TvmLocalRunner(Runner):
     def __init__(self, protocol: TimingProtocol | None = None, *, target: dict[str, Any] | None = None,
                  threads: int = 1, retries: int = 1) -> None:
         super().__init__(protocol)
-        self.target = dict(target or _HOST_TARGET)
+        self.target = dict(target or HOST_TARGET)
         self.threads = threads
         self.retries = retries
         self._worker: Any = None
         self._resolved: dict[str, Any] | None = None
 
     def prepare(self) -> None:
-        from hwprune.compile import _tvm
+        from hwprune.runtimes import tvm as _tvm
         self._resolved = _tvm.resolve_target(self.target)
         if _tvm.is_cross(self._resolved):
             raise DeviceError(f"target {self._resolved} is not this machine; use TvmRpcRunner")
         self._worker = _new_worker()
 
     def describe(self) -> dict[str, Any]:
-        from hwprune.compile import _tvm
+        from hwprune.runtimes import tvm as _tvm
         return {"runner": self.name, "runtime": "tvm", "tvm_version": _tvm.tvm_version(),
                 "target": self._resolved or self.target, "threads": self.threads,
                 "machine": platform.machine(), "cpu": (self._resolved or {}).get("mcpu"),
@@ -66,7 +67,7 @@ class TvmLocalRunner(Runner):
     def measure(self, models: Iterable[MicroModel]) -> Iterator[Measurement]:
         if self._worker is None:
             self.prepare()
-        from hwprune.compile._tvm import time_onnx_local
+        from hwprune.runtimes.tvm import time_onnx_local
         p = self.protocol
         for model in models:
             def attempt(model: MicroModel = model) -> list[float]:
@@ -89,7 +90,7 @@ class TvmLocalRunner(Runner):
 
 
 def _new_worker() -> Any:
-    from hwprune.compile._tvm import import_tvm
+    from hwprune.runtimes.tvm import import_tvm
     import_tvm()
     from tvm.support.popen_pool import PopenWorker
     return PopenWorker()
@@ -111,7 +112,7 @@ class TvmRpcRunner(Runner):
                  protocol: TimingProtocol | None = None, cross_cc: str | None = None,
                  device: str = "cpu", retries: int = 1, connect_timeout_s: float = 20.0) -> None:
         super().__init__(protocol)
-        from hwprune.compile._tvm import parse_tracker
+        from hwprune.runtimes.tvm import parse_tracker
         parse_tracker(tracker)  # validate early, one clear line
         self.tracker = tracker
         self.key = key
@@ -124,23 +125,23 @@ class TvmRpcRunner(Runner):
         self._remote_info: dict[str, Any] = {}
 
     def prepare(self) -> None:
-        from hwprune.compile import _tvm
+        from hwprune.runtimes import tvm as _tvm
         self.target = _tvm.resolve_target(self.target)
         self._connect()
 
     def _connect(self) -> Any:
-        from hwprune.compile import _tvm
+        from hwprune.runtimes import tvm as _tvm
         self._session = _tvm.connect_rpc(self.tracker, self.key, timeout_s=self.connect_timeout_s)
         return self._session
 
     def describe(self) -> dict[str, Any]:
-        from hwprune.compile import _tvm
+        from hwprune.runtimes import tvm as _tvm
         return {"runner": self.name, "runtime": "tvm", "tvm_version": _tvm.tvm_version(),
                 "tracker": self.tracker, "key": self.key, "target": self.target,
                 "device": self.device, "protocol": self.protocol.__dict__}
 
     def measure(self, models: Iterable[MicroModel]) -> Iterator[Measurement]:
-        from hwprune.compile._tvm import time_onnx_rpc
+        from hwprune.runtimes.tvm import time_onnx_rpc
         p = self.protocol
         for model in models:
             def attempt(model: MicroModel = model) -> list[float]:

@@ -3,7 +3,7 @@
 Protocol (one JSON object per line)::
 
     worker -> {"hwprune_worker": 1, "version": "..."}            on start
-    runner -> {"cmd": "describe", "threads": 1, "level": "all", "provider": "..."}
+    runner -> {"cmd": "describe", "runtime": "onnxruntime", "threads": 1, "level": "all", "provider": "..."}
     worker -> {"describe": {...}}
     runner -> {"cmd": "measure", "key": "...", "onnx_b64": "...", "protocol": {...}}
     worker -> {"measurement": {...}}
@@ -27,9 +27,9 @@ import time
 from typing import Any, Iterable, Iterator, TextIO
 
 from hwprune import __version__
-from hwprune.devices._ort_runner import measure_micro, ort_facts
 from hwprune.devices._runner import Measurement, MicroModel, Runner, TimingProtocol
 from hwprune.errors import DeviceError, DeviceTimeoutError
+from hwprune.runtimes import RuntimeSpec, open_runtime
 
 __all__ = ["serve", "WorkerRunner", "PROTOCOL_VERSION"]
 
@@ -42,7 +42,8 @@ def serve(stdin: TextIO = sys.stdin, stdout: TextIO = sys.stdout) -> int:
         stdout.flush()
 
     send({"hwprune_worker": PROTOCOL_VERSION, "version": __version__})
-    settings = {"threads": 1, "level": "all", "provider": "CPUExecutionProvider"}
+    settings = {"runtime": "onnxruntime", "threads": 1, "level": "all", "provider": "CPUExecutionProvider"}
+    runtime = None
     for line in stdin:
         line = line.strip()
         if not line:
@@ -55,28 +56,24 @@ def serve(stdin: TextIO = sys.stdin, stdout: TextIO = sys.stdout) -> int:
         cmd = msg.get("cmd")
         if cmd == "quit":
             break
-        if cmd == "describe":
-            settings.update({k: msg[k] for k in settings if k in msg})
-            try:
-                send({"describe": ort_facts(int(settings["threads"]), settings["level"], settings["provider"])})
-            except Exception as exc:
-                send({"error": f"{type(exc).__name__}: {exc}"})
-        elif cmd == "profile_nodes":
-            from hwprune.devices._ort_runner import profile_nodes_ort
-
-            try:
-                nodes = profile_nodes_ort(base64.b64decode(msg["onnx_b64"]), int(settings["threads"]),
-                                          settings["level"], settings["provider"], int(msg.get("runs", 50)))
-                send({"nodes": nodes})
-            except Exception as exc:
-                send({"error": f"{type(exc).__name__}: {exc}"})
-        elif cmd == "measure":
-            proto = TimingProtocol(**msg.get("protocol", {}))
-            m = MicroModel(msg["key"], base64.b64decode(msg["onnx_b64"]))
-            res = measure_micro(m, int(settings["threads"]), settings["level"], settings["provider"], proto)
-            send({"measurement": res.to_dict()})
-        else:
-            send({"error": f"unknown command {cmd!r}"})
+        try:
+            if cmd == "describe":
+                settings.update({k: msg[k] for k in settings if k in msg})
+                runtime = open_runtime(RuntimeSpec(settings["runtime"], int(settings["threads"]),
+                                                   settings["level"], settings["provider"]))
+                send({"describe": runtime.facts()})
+            elif cmd == "profile_nodes":
+                runtime = runtime or open_runtime(RuntimeSpec("onnxruntime"))
+                send({"nodes": runtime.profile_nodes(base64.b64decode(msg["onnx_b64"]), int(msg.get("runs", 50)))})
+            elif cmd == "measure":
+                runtime = runtime or open_runtime(RuntimeSpec("onnxruntime"))
+                proto = TimingProtocol(**msg.get("protocol", {}))
+                res = runtime.time([base64.b64decode(msg["onnx_b64"])], proto, [msg["key"]])[0]
+                send({"measurement": res.to_dict()})
+            else:
+                send({"error": f"unknown command {cmd!r}"})
+        except Exception as exc:
+            send({"error": f"{type(exc).__name__}: {exc}"})
     return 0
 
 
@@ -88,16 +85,18 @@ class WorkerRunner(Runner):
     """
 
     name = "worker"
+    profiles_nodes = True
 
-    def __init__(self, command: str, threads: int = 1, level: str = "all",
-                 provider: str = "CPUExecutionProvider", protocol: TimingProtocol | None = None,
+    def __init__(self, command: str, runtime: RuntimeSpec | None = None, protocol: TimingProtocol | None = None,
                  retries: int = 2, start_timeout_s: float = 120.0) -> None:
         super().__init__(protocol)
         self.command = command
         self.argv = shlex.split(command)
         if not self.argv:
             raise DeviceError("empty --runner command", "e.g. --runner 'ssh user@board hwprune worker'")
-        self.settings = {"threads": threads, "level": level, "provider": provider}
+        spec = runtime or RuntimeSpec("onnxruntime")
+        self.settings = {"runtime": spec.name, "threads": spec.threads, "level": spec.graph_optimization_level,
+                         "provider": spec.provider}
         self.retries, self.start_timeout_s = retries, start_timeout_s
         self.proc: subprocess.Popen | None = None
         self._buf = b""

@@ -3,18 +3,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from hwprune.latency._signature import KernelSig
+from hwprune.runtimes.kernels import KernelSig
 from hwprune.latency._table import LatencyTable
 
-__all__ = ["KernelSig", "LatencyTable", "open_table", "open_predictor", "host_facts"]
-
-
-def host_facts(profile) -> dict:
-    from hwprune.devices._ort_runner import ort_facts
-
-    rt = profile.runtime
-    return ort_facts(profile.threads, rt.get("graph_optimization_level", "all"),
-                     rt.get("provider", "CPUExecutionProvider"))
+__all__ = ["KernelSig", "LatencyTable", "open_table", "open_predictor"]
 
 
 def open_table(device: str, tables: str | Path | None = None, check_fresh: bool = True) -> LatencyTable:
@@ -28,7 +20,7 @@ def open_table(device: str, tables: str | Path | None = None, check_fresh: bool 
         return LatencyTable.load(directory, profile.name, create=True)  # filled by estimates
     table = LatencyTable.load(directory, profile.name)
     if check_fresh and profile.measurable_here and table.measured_keys():
-        table.check_fresh(host_facts(profile))
+        table.check_fresh(profile.local_runtime().facts())
     return table
 
 

@@ -6,7 +6,7 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from hwprune.errors import ConfigError
-from hwprune.latency._signature import KernelSig
+from hwprune.runtimes.kernels import KernelSig
 from hwprune.onnx_export import OPSET
 
 __all__ = ["micro_model", "micro_inputs"]

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from hwprune.analysis import Analysis
+from hwprune.pruning import Analysis
 from hwprune.errors import MissingKernelsError
 from hwprune.latency._table import LatencyTable
 from hwprune.pruning import PruningPlan

@@ -23,7 +23,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Container, Sequence
 
-from hwprune.analysis import Analysis
+from hwprune.pruning import Analysis
 from hwprune.devices._runner import MicroModel, Runner
 from hwprune.errors import StaleTableError, TableError
 from hwprune.latency._micro import micro_model
@@ -277,13 +277,10 @@ def profile_model(analysis: Analysis, table: LatencyTable, runner: Runner, ancho
     cal = _Calibration(analysis, runner, progress, table) if calibrate and (todo or not known) else None
     # kernels a killed run timed among fewer neighbours than planned: finish them too
     unfinished = {k for k in wanted if k in have and _in_context_unfinished(table.rows[k])}
-    if (todo or unfinished) and in_context:
-        try:
-            _profile_in_context(analysis, table, runner, anchors, block, set(todo), facts_text, report,
-                                progress, between_passes=cal.between if cal else None,
-                                unfinished=unfinished)
-        except NotImplementedError:
-            pass  # this runner cannot profile whole models: every kernel as a micro model
+    if (todo or unfinished) and in_context and runner.profiles_nodes:
+        _profile_in_context(analysis, table, runner, anchors, block, set(todo), facts_text, report,
+                            progress, between_passes=cal.between if cal else None,
+                            unfinished=unfinished)
         have = table.measured_keys()
         todo = [k for k in todo if k not in have]
     method = f"micro model (median minus {overhead:.4f} ms harness overhead): {facts_text}"
@@ -551,7 +548,7 @@ class _Calibration:
 
 def estimate_model(analysis: Analysis, table: LatencyTable, estimator) -> ProfileReport:
     """Fill a table for a device that cannot be measured from here with analytic estimates."""
-    from hwprune.latency._signature import KernelSig
+    from hwprune.runtimes.kernels import KernelSig
 
     t0 = time.perf_counter()
     keys = needed_keys(analysis)

@@ -21,7 +21,7 @@ from typing import Any, Iterable
 import pandas as pd
 
 from hwprune.errors import StaleTableError, TableError
-from hwprune.latency._signature import SIG_FIELDS, KernelSig
+from hwprune.runtimes.kernels import SIG_FIELDS, KernelSig
 
 __all__ = ["LatencyTable", "TABLE_SCHEMA", "SOURCES", "now_iso", "atomic_write_text"]
 

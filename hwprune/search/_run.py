@@ -34,15 +34,13 @@ from typing import Any, Callable
 import torch
 
 from hwprune import __version__
-from hwprune.devices._ort_runner import measure_latencies_ms, measure_latency_ms
 from hwprune.errors import ConfigError, HwpruneError, PlanError
 from hwprune.pruning import PruningPlan
 from hwprune.search._budget import Budget, check_reachable, format_bytes
 from hwprune.search._study import (JOURNAL_NAME, AccuracyScorer, PlanSearch, TrialRecord,
                                     plan_from_keep, widest_uniform_plan)
 
-__all__ = ["run_search", "load_pruned", "measure_latency_ms", "measure_latencies_ms",
-           "estimated_table_warning", "fresh_train_loader"]
+__all__ = ["run_search", "load_pruned", "estimated_table_warning", "fresh_train_loader"]
 
 SUMMARY_NAME = "summary.json"
 KD_ALPHA = 0.5
@@ -275,7 +273,7 @@ def run_search(*, model: str, weights: str | os.PathLike | None = None,
     >>> r["pruned"]["predicted_ms"] <= r["budget"]["latency_ms"]
     True
     """
-    from hwprune.analysis import analyze
+    from hwprune.pruning import analyze
     from hwprune.devices import load_profile
     from hwprune.latency import open_predictor
     from hwprune.models import load_model
@@ -391,9 +389,9 @@ def run_search(*, model: str, weights: str | os.PathLike | None = None,
     onnx_diff = check_onnx(pruned, pruned_onnx, shape)
     dense_measured = pruned_measured = None
     if measure and profile.measurable_here:
-        say("measuring dense and pruned latency with onnxruntime")
-        dense_measured, pruned_measured = measure_latencies_ms([to_onnx_bytes(dense, shape), pruned_onnx],
-                                                               profile)
+        runtime = profile.local_runtime()
+        say(f"measuring dense and pruned latency with {runtime.name}")
+        dense_measured, pruned_measured = runtime.measure_latencies([to_onnx_bytes(dense, shape), pruned_onnx])
     plan.save(run_dir / "plan.json")
     tmp = run_dir / "model.pt.tmp"
     torch.save(pruned.state_dict(), tmp)

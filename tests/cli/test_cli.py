@@ -110,16 +110,16 @@ def test_process_exit_code_and_no_traceback():
 @pytest.fixture(scope="module")
 def demo_tables(tmp_path_factory):
     """A host table for the demo measured here and now (the shipped one may be another CPU's)."""
-    from hwprune.analysis import analyze
-    from hwprune.devices._ort_runner import OrtLocalRunner
-    from hwprune.devices._runner import TimingProtocol
+    from hwprune.pruning import analyze
+    from hwprune.devices import LocalRunner
+    from hwprune.runtimes.timing import TimingProtocol
     from hwprune.latency._profiler import profile_model
     from hwprune.latency._table import LatencyTable
     from hwprune.models import load_model
 
     d = tmp_path_factory.mktemp("tables")
     profile_model(analyze(load_model("demo")), LatencyTable.load(d, "host", create=True),
-                  OrtLocalRunner(protocol=TimingProtocol(warmup=2, repeats=5, min_time_s=0.0)),
+                  LocalRunner(protocol=TimingProtocol(warmup=2, repeats=5, min_time_s=0.0)),
                   progress=False)
     return str(d)
 

@@ -14,7 +14,7 @@ import onnxruntime as ort
 import pytest
 
 from hwprune.compile import export_artifact
-from hwprune.compile import _tvm
+from hwprune.runtimes import tvm as _tvm
 from hwprune.errors import CompileError, ConfigError, HwpruneError, MissingDependencyError
 
 EM_AARCH64 = 183

@@ -51,7 +51,7 @@ def _stop(proc: subprocess.Popen) -> None:
 
 
 def _wait_for_key(tracker: str, key: str, timeout_s: float = 30.0) -> None:
-    from hwprune.compile._tvm import import_tvm
+    from hwprune.runtimes.tvm import import_tvm
     import_tvm()
     from tvm import rpc
     host, port = tracker.split(":")
@@ -167,7 +167,7 @@ def test_rpc_runner_builds_a_table_that_agrees_with_local(rpc_server, tmp_path) 
     journal is runner-independent and tested in tests/latency/test_profiler.py.)"""
     import statistics
 
-    from hwprune.analysis import analyze
+    from hwprune.pruning import analyze
     from hwprune.latency._profiler import anchor_keys, profile_model
     from hwprune.latency._table import LatencyTable
     from hwprune.models import load_model

@@ -13,7 +13,7 @@ from hwprune.devices._estimate import AnalyticEstimator, Factors, op_class
 from hwprune.devices._profile import load_profile
 from hwprune.devices._tflite_log import average_runs, parse_benchmark_log
 from hwprune.errors import DataError, DeviceError
-from hwprune.latency._signature import KernelSig
+from hwprune.runtimes.kernels import KernelSig
 
 # Measured with the shipped calibration (benchmarks/results/estimator_pixel1.md):
 # per-layer median |error| 6.1 % (width 1.0), 8.0 % (0.75); leave-one-width-out 9.9 % / 6.1 %.

@@ -3,11 +3,11 @@ from __future__ import annotations
 import pytest
 from onnx import TensorProto, helper
 
-from hwprune.analysis import analyze
+from hwprune.pruning import analyze
 from hwprune.errors import ConfigError
-from hwprune.latency._extract import extract_kernels, optimized_graph
+from hwprune.runtimes.ort import extract_kernels, optimized_graph
 from hwprune.latency._micro import micro_model
-from hwprune.latency._signature import KernelSig
+from hwprune.runtimes.kernels import KernelSig
 from hwprune.models import load_model
 
 

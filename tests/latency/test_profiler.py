@@ -4,9 +4,10 @@ import sys
 
 import pytest
 
-from hwprune.analysis import analyze
-from hwprune.devices._ort_runner import OrtLocalRunner, channel_block
-from hwprune.devices._runner import TimingProtocol
+from hwprune.pruning import analyze
+from hwprune.devices import LocalRunner
+from hwprune.runtimes.ort import channel_block
+from hwprune.runtimes.timing import TimingProtocol
 from hwprune.devices._worker import WorkerRunner
 from hwprune.latency._predict import LatencyPredictor
 from hwprune.latency._profiler import anchor_keys, needed_keys, profile_model
@@ -26,7 +27,7 @@ class _Killed(Exception):
     pass
 
 
-class _DyingRunner(OrtLocalRunner):
+class _DyingRunner(LocalRunner):
     """Dies after ``n`` kernels, as a profiler killed midway would."""
 
     def __init__(self, n: int) -> None:
@@ -53,7 +54,7 @@ def test_profile_resumes_after_kill_and_interpolates(tmp_path, r20):
     # the 25 finished kernels are on disk; the one in flight is lost
     again = LatencyTable.load(tmp_path, "host", create=True)
     assert len(again.measured_keys()) == 25
-    report = profile_model(r20, again, OrtLocalRunner(protocol=FAST), calibrate=False, progress=False,
+    report = profile_model(r20, again, LocalRunner(protocol=FAST), calibrate=False, progress=False,
                            in_context=False)
     anchors = anchor_keys(r20, 5, BLOCK)
     assert report.reused == 25 and report.timed == len(anchors) - 25
@@ -81,7 +82,7 @@ def test_in_context_profiling_covers_anchors_and_resumes(tmp_path, r20):
     partial = LatencyTable.load(tmp_path, "host", create=True).measured_keys()
     assert 0 < len(partial) < len(anchors)
     report = profile_model(r20, LatencyTable.load(tmp_path, "host", create=True),
-                           OrtLocalRunner(protocol=FAST), calibrate=False, progress=False)
+                           LocalRunner(protocol=FAST), calibrate=False, progress=False)
     assert report.reused == len(partial)
     final = LatencyTable.load(tmp_path, "host")
     assert final.measured_keys() == set(anchors)
@@ -90,7 +91,7 @@ def test_in_context_profiling_covers_anchors_and_resumes(tmp_path, r20):
     assert all(r["method"].startswith("in context") for r in final.rows.values() if r["source"] == "measured")
 
 
-class _CountingRunner(OrtLocalRunner):
+class _CountingRunner(LocalRunner):
     """Counts end-to-end calibration rounds; dies on call ``die_at`` (1-based) if given."""
 
     def __init__(self, die_at: int | None = None) -> None:
@@ -122,9 +123,9 @@ def test_calibration_rounds_survive_a_kill(tmp_path, r20):
 
 def test_second_model_extends_instead_of_restarting(tmp_path, r20):
     table = LatencyTable.load(tmp_path, "host", create=True)
-    profile_model(r20, table, OrtLocalRunner(protocol=FAST), calibrate=False, progress=False)
+    profile_model(r20, table, LocalRunner(protocol=FAST), calibrate=False, progress=False)
     r56 = analyze(load_model("resnet56"))
-    report = profile_model(r56, LatencyTable.load(tmp_path, "host"), OrtLocalRunner(protocol=FAST),
+    report = profile_model(r56, LatencyTable.load(tmp_path, "host"), LocalRunner(protocol=FAST),
                            calibrate=True, progress=False)
     assert report.reused > 0  # resnet56 shares all its kernel shapes with resnet20
     assert report.timed < report.reused
@@ -138,7 +139,7 @@ def test_anchors_other_builds_left_alone_or_interpolated_are_retimed_in_context(
     alone, or interpolated, is timed again inside this model's profiles; interpolated rows
     follow their anchors."""
     table = LatencyTable.load(tmp_path, "host", create=True)
-    profile_model(r20, table, OrtLocalRunner(protocol=FAST), calibrate=False, progress=False)
+    profile_model(r20, table, LocalRunner(protocol=FAST), calibrate=False, progress=False)
     anchors = sorted(anchor_keys(r20, 5, BLOCK))
     table = LatencyTable.load(tmp_path, "host")
     alone, guessed = anchors[:3], anchors[3:5]
@@ -149,7 +150,7 @@ def test_anchors_other_builds_left_alone_or_interpolated_are_retimed_in_context(
     stale = next(k for k, r in table.rows.items() if r["source"] == "interpolated" and k not in guessed)
     table.rows[stale] = {**table.rows[stale], "latency_ms": 99.0}
     table.save()
-    report = profile_model(r20, LatencyTable.load(tmp_path, "host"), OrtLocalRunner(protocol=FAST),
+    report = profile_model(r20, LatencyTable.load(tmp_path, "host"), LocalRunner(protocol=FAST),
                            calibrate=False, progress=False)
     assert report.timed == 5 and report.reused == len(anchors) - 5
     final = LatencyTable.load(tmp_path, "host")
@@ -162,7 +163,7 @@ def test_off_its_grid_a_model_is_predicted_from_its_own_context(tmp_path, r20):
     """A signature another model measured among its own neighbours is kept in the table,
     but this model, off its anchors, is predicted from its own grid."""
     table = LatencyTable.load(tmp_path, "host", create=True)
-    profile_model(r20, table, OrtLocalRunner(protocol=FAST), calibrate=False, progress=False)
+    profile_model(r20, table, LocalRunner(protocol=FAST), calibrate=False, progress=False)
     table = LatencyTable.load(tmp_path, "host")
     clean = LatencyPredictor(r20, table)
     plan = next(p for p in (r20.space.uniform_plan(r / 20) for r in range(16))
@@ -184,7 +185,7 @@ def test_calibration_follows_the_table_as_it_is_now(tmp_path, r20):
     """Calibration points keep their plan, so their kernel sums are recomputed when another
     build changes shared kernels: scaling every kernel leaves the prediction where it was."""
     table = LatencyTable.load(tmp_path, "host", create=True)
-    profile_model(r20, table, OrtLocalRunner(protocol=FAST), calibrate=True, progress=False)
+    profile_model(r20, table, LocalRunner(protocol=FAST), calibrate=True, progress=False)
     table = LatencyTable.load(tmp_path, "host")
     plan = r20.space.uniform_plan(0.3)
     before = LatencyPredictor(r20, table)
@@ -205,11 +206,11 @@ def test_worker_runner_agrees_with_local_and_survives_a_dead_worker(tmp_path):
     keys = sorted(anchor_keys(a, 2, BLOCK))[:6]
     from hwprune.devices._runner import MicroModel
     from hwprune.latency._micro import micro_model
-    from hwprune.latency._signature import KernelSig
+    from hwprune.runtimes.kernels import KernelSig
 
     models = [MicroModel(k, micro_model(KernelSig.from_key(k))) for k in keys]
     proto = TimingProtocol(warmup=3, repeats=30, min_time_s=0.0)
-    local = {m.key: m.median_ms for m in OrtLocalRunner(protocol=proto).measure(models)}
+    local = {m.key: m.median_ms for m in LocalRunner(protocol=proto).measure(models)}
     with WorkerRunner(f"{sys.executable} -m hwprune worker", protocol=proto) as w:
         facts = w.describe()
         remote = {m.key: m.median_ms for m in w.measure(models)}
@@ -234,11 +235,11 @@ def test_worker_that_never_answers_fails_fast():
 
 def test_stale_table_is_moved_aside_not_mixed(tmp_path, r20):
     table = LatencyTable.load(tmp_path, "host", create=True)
-    profile_model(r20, table, OrtLocalRunner(protocol=FAST), calibrate=False, progress=False)
+    profile_model(r20, table, LocalRunner(protocol=FAST), calibrate=False, progress=False)
     t = LatencyTable.load(tmp_path, "host")
     t.meta["measured_on"]["cpu"] = "Some Other CPU"
     t.save()
-    report = profile_model(r20, LatencyTable.load(tmp_path, "host"), OrtLocalRunner(protocol=FAST),
+    report = profile_model(r20, LatencyTable.load(tmp_path, "host"), LocalRunner(protocol=FAST),
                            calibrate=False, progress=False)
     assert report.stale_note and "cpu" in report.stale_note
     assert report.reused == 0 and report.timed == len(anchor_keys(r20, 5, BLOCK))
@@ -251,7 +252,7 @@ def test_worker_builds_a_table_that_agrees_with_local(tmp_path, r20):
 
     proto = TimingProtocol(warmup=3, repeats=20, min_time_s=0.0)
     local = LatencyTable.load(tmp_path / "local", "host", create=True)
-    profile_model(r20, local, OrtLocalRunner(protocol=proto), calibrate=False, progress=False)
+    profile_model(r20, local, LocalRunner(protocol=proto), calibrate=False, progress=False)
     remote = LatencyTable.load(tmp_path / "remote", "host", create=True)
     with WorkerRunner(f"{sys.executable} -m hwprune worker", protocol=proto) as w:
         rep = profile_model(r20, remote, w, calibrate=False, progress=False)
@@ -287,13 +288,14 @@ def test_anchors_and_interpolation_follow_the_channel_blocks():
 
 
 def test_interleaved_timing_gives_one_value_per_model_and_orders_them():
-    from hwprune.devices._ort_runner import make_session, time_interleaved
+    from hwprune.runtimes.ort import OrtRuntime
     from hwprune.onnx_export import to_onnx_bytes
 
     a = analyze(load_model("demo"))
-    small, dense = (make_session(to_onnx_bytes(a.space.apply(p), a.lm.input_shape), 1)
+    rt = OrtRuntime()
+    small, dense = (rt.session(to_onnx_bytes(a.space.apply(p), a.lm.input_shape))
                     for p in (a.space.smallest_plan(), a.space.dense_plan()))
-    ms = time_interleaved([small, dense, small], rounds=3, min_time_s=0.1)
+    ms = rt.time_sessions([small, dense, small], rounds=3, seconds=0.1)
     assert len(ms) == 3 and all(m > 0 for m in ms)
     assert ms[1] > 1.5 * max(ms[0], ms[2])
 
@@ -324,7 +326,7 @@ def test_time_models_keeps_sessions_and_orders_models():
     a = analyze(load_model("demo"))
     models = [MicroModel(name, to_onnx_bytes(a.space.apply(p), a.lm.input_shape))
               for name, p in (("small", a.space.smallest_plan()), ("dense", a.space.dense_plan()))]
-    runner = OrtLocalRunner(protocol=FAST)
+    runner = LocalRunner(protocol=FAST)
     with runner:
         first = runner.time_models(models, rounds=2, seconds=0.1)
         sessions = dict(runner._sessions)
@@ -334,5 +336,5 @@ def test_time_models_keeps_sessions_and_orders_models():
     # the generic protocol (rounds of measure()) answers the same question
     from hwprune.devices._runner import Runner
 
-    generic = Runner.time_models(OrtLocalRunner(protocol=FAST), models, rounds=2, seconds=0.1)
+    generic = Runner.time_models(LocalRunner(protocol=FAST), models, rounds=2, seconds=0.1)
     assert generic[1] > 1.5 * generic[0]

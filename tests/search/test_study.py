@@ -16,9 +16,9 @@ import pandas as pd
 import pytest
 import torch
 
-from hwprune.analysis import analyze
-from hwprune.devices._ort_runner import OrtLocalRunner
-from hwprune.devices._runner import TimingProtocol
+from hwprune.pruning import analyze
+from hwprune.devices import LocalRunner
+from hwprune.runtimes.timing import TimingProtocol
 from hwprune.errors import BudgetError, ConfigError
 from hwprune.latency import LatencyTable, open_predictor
 from hwprune.latency._profiler import profile_model
@@ -34,7 +34,7 @@ torch.set_num_threads(1)
 def tables(tmp_path_factory) -> Path:
     d = tmp_path_factory.mktemp("tables")
     lm = load_model("demo", pretrained=False)
-    runner = OrtLocalRunner(threads=1, protocol=TimingProtocol(warmup=3, repeats=10, min_time_s=0.01))
+    runner = LocalRunner(protocol=TimingProtocol(warmup=3, repeats=10, min_time_s=0.01))
     profile_model(analyze(lm), LatencyTable.load(d, "host", create=True), runner, progress=False)
     return d
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields
 
-__all__ = ["KernelSig", "OPS"]
+__all__ = ["KernelSig", "RawKernel", "OPS"]
 
 #: Kernel kinds. ``conv`` covers dense, grouped and depthwise convolutions (BN folded,
 #: activation and an optional residual add fused); ``add`` is a residual add that the
@@ -101,3 +101,12 @@ class KernelSig:
 
 
 SIG_FIELDS = [f.name for f in fields(KernelSig)]
+
+
+@dataclass(frozen=True)
+class RawKernel:
+    """One kernel of a concrete model, as a runtime reports it."""
+
+    name: str        # ONNX node name of the kernel's main node
+    sig: KernelSig
+    outputs: tuple[str, ...] = ()  # tensors of the fused chain: the runtime names its node after one

@@ -1,4 +1,4 @@
-"""Everything that touches TVM. The only module in hwprune that imports ``tvm``.
+"""Everything that touches TVM. The only place in hwprune that imports ``tvm``.
 
 ``import tvm`` costs seconds, so nothing here imports it at module load: each function
 calls :func:`import_tvm` first. A missing TVM raises :class:`MissingDependencyError`
@@ -39,16 +39,18 @@ from typing import Any, Iterator, Sequence
 import numpy as np
 
 from hwprune.errors import CompileError, DeviceError, MissingDependencyError
+from hwprune.runtimes import Runtime, RuntimeSpec, Session
 
 __all__ = [
     "import_tvm", "tvm_version", "seconds_to_ms", "resolve_target", "target_kind",
     "OnnxInput", "onnx_inputs", "import_onnx", "build", "tune", "TuneReport",
     "LinkInfo", "export_library", "load_vm", "run_vm", "time_vm", "random_inputs",
     "time_onnx_local", "time_onnx_rpc", "connect_rpc", "parse_tracker", "host_triple",
-    "is_cross", "set_num_threads", "nvcc_path",
+    "is_cross", "set_num_threads", "nvcc_path", "TvmRuntime", "vm_session", "HOST_TARGET",
 ]
 
 PIP_TVM = "pip install apache-tvm"
+HOST_TARGET = {"kind": "llvm", "mcpu": "native"}  # this CPU
 _CUDA_DRIVER_SYMBOLS = (  # what libtvm_runtime_cuda.so needs from libcuda.so.1 (nm -D -u)
     "cuDeviceGetName", "cuFuncSetAttribute", "cuGetErrorName", "cuGetErrorString",
     "cuLaunchKernelEx", "cuModuleGetFunction", "cuModuleLoadData", "cuModuleUnload",
@@ -665,3 +667,54 @@ def _first_line(exc: BaseException) -> str:
     lines = [ln.strip() for ln in str(exc).strip().splitlines() if ln.strip()]
     msg = next((ln for ln in reversed(lines) if "Error" in ln or "error" in ln), lines[-1] if lines else "")
     return (msg or type(exc).__name__)[:400]
+
+
+# --------------------------------------------------------------------------- the Runtime
+
+def vm_session(exe: Any, inputs: Sequence[OnnxInput]) -> Session:
+    """A :class:`~hwprune.runtimes.Session` over a compiled executable or exported library."""
+    tvm = import_tvm()
+    vm, dev = load_vm(exe)
+    names = [i.name for i in inputs]
+
+    def call(feeds: dict[str, np.ndarray]) -> Any:
+        args = [tvm.runtime.tensor(feeds[n], dev) for n in names]
+        fn = vm["main"]
+        return lambda: fn(*args)
+
+    return Session([(i.name, tuple(i.shape)) for i in inputs],
+                   lambda feeds: run_vm(vm, dev, [feeds[n] for n in names]), call)
+
+
+class TvmRuntime(Runtime):
+    """TVM on this machine: each model compiled for the profile's target (this CPU's
+    LLVM by default) and run in a relax VirtualMachine with the profile's threads.
+
+    Kernel keys still follow onnxruntime's fusions (the tables of TVM devices are keyed
+    that way), so :meth:`kernels` reads onnxruntime's graph.
+    """
+
+    name = "tvm"
+
+    def __init__(self, spec: RuntimeSpec | None = None) -> None:
+        super().__init__(spec or RuntimeSpec("tvm", target=dict(HOST_TARGET)))
+        self.target = resolve_target(dict(self.spec.target or HOST_TARGET))
+
+    def facts(self) -> dict[str, Any]:
+        import platform  # noqa: PLC0415
+
+        return {"machine": platform.node(), "arch": platform.machine(), "cpu": self.target.get("mcpu"),
+                "runtime": "tvm", "runtime_version": tvm_version(), "target": self.target,
+                "threads": self.threads}
+
+    def session(self, model: bytes | str) -> Session:
+        if is_cross(self.target):
+            raise DeviceError(f"target {json.dumps(self.target)} is not this machine; time it over TVM RPC")
+        exe = build(import_onnx(model), self.target)
+        set_num_threads(self.threads)
+        return vm_session(exe, onnx_inputs(_load_onnx(model)))
+
+    def kernels(self, onnx_bytes: bytes) -> list:
+        from hwprune.runtimes.ort import extract_kernels  # noqa: PLC0415
+
+        return extract_kernels(onnx_bytes)

@@ -1,0 +1,41 @@
+"""One model, analysed once: its pruning space, analytic cost and kernel templates."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from functools import cached_property
+from typing import Any
+
+from hwprune.models import LoadedModel
+from hwprune.pruning._cost import CostModel
+from hwprune.pruning._space import PruningSpace
+
+__all__ = ["Analysis", "analyze"]
+
+
+@dataclass
+class Analysis:
+    lm: LoadedModel
+    space: PruningSpace
+    cost: CostModel
+    #: the runtime whose fusions define the kernels (default: onnxruntime's CPU provider)
+    runtime: Any = field(default=None, repr=False)
+
+    @cached_property
+    def templates(self):
+        """The model's kernels as the runtime runs them, with plan-dependent channels."""
+        from hwprune.pruning._templates import kernel_templates
+
+        if self.runtime is None:
+            from hwprune.runtimes.ort import OrtRuntime
+
+            self.runtime = OrtRuntime()
+        return kernel_templates(self.cost.onnx_models, self.cost.solve, self.runtime.kernels)
+
+    @property
+    def model_key(self) -> str:
+        return f"{self.lm.model_id}@{'x'.join(map(str, self.lm.input_shape))}"
+
+
+def analyze(lm: LoadedModel, multiple: int = 8, min_keep: float = 0.1, runtime: Any = None) -> Analysis:
+    space = PruningSpace(lm, multiple=multiple, min_keep=min_keep)
+    return Analysis(lm, space, CostModel(space), runtime)

@@ -1,0 +1,57 @@
+"""Kernel templates: a model's kernels with channel counts that follow the pruning plan."""
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+from typing import Callable, Sequence
+
+from hwprune.errors import ConfigError
+from hwprune.pruning._symbolic import Dim
+from hwprune.runtimes.kernels import KernelSig, RawKernel
+
+__all__ = ["KernelTemplate", "kernel_templates"]
+
+_INT_FIELDS = ("cin", "cout", "groups", "h", "w")
+
+
+@dataclass(frozen=True)
+class KernelTemplate:
+    """A kernel whose channel fields depend on the plan (``Dim`` per integer field)."""
+
+    name: str
+    base: KernelSig                 # the dense kernel
+    dims: tuple[Dim, ...]           # one per field in _INT_FIELDS
+    outputs: tuple[str, ...] = ()   # tensors of the fused chain (name its runtime node)
+
+    def runtime_names(self) -> tuple[str, ...]:
+        """Names a runtime's profiler may give this kernel's node (onnxruntime's NCHWc names too)."""
+        return tuple(f"{o}_nchwc" for o in self.outputs) + self.outputs + (self.name,)
+
+    def sig(self, keep: Sequence[int]) -> KernelSig:
+        vals = {f: d.value(keep) for f, d in zip(_INT_FIELDS, self.dims)}
+        return KernelSig(self.base.op, vals["cin"], vals["cout"], self.base.k, self.base.stride,
+                         self.base.pads, vals["groups"], vals["h"], vals["w"], self.base.act,
+                         self.base.residual, self.base.dtype)
+
+    @property
+    def groups_used(self) -> tuple[int, ...]:
+        return tuple(sorted({d.group for d in self.dims if d.group >= 0}))
+
+
+def kernel_templates(onnx_models: Sequence[bytes], solve,
+                     kernels: Callable[[bytes], list[RawKernel]]) -> list[KernelTemplate]:
+    """Templates from the dense and two tag-plan exports (see ``pruning._symbolic``);
+    ``kernels`` is the runtime's kernel extraction (:meth:`hwprune.runtimes.Runtime.kernels`)."""
+    lists = [kernels(d) for d in onnx_models]
+    if len({len(x) for x in lists}) != 1 or any(
+            [k.name for k in lists[0]] != [k.name for k in other] for other in lists[1:]):
+        raise ConfigError("the runtime fused the pruned model differently from the dense one; "
+                          "the kernel structure depends on channel counts")
+    out = []
+    for dense, a, b in zip(*lists):
+        dims = tuple(solve((getattr(dense.sig, f), getattr(a.sig, f), getattr(b.sig, f)),
+                           f"kernel {dense.name} field {f}") for f in _INT_FIELDS)
+        out.append(KernelTemplate(dense.name, dense.sig, dims, dense.outputs))
+    return out
+
+
+assert set(_INT_FIELDS) <= {f.name for f in fields(KernelSig)}

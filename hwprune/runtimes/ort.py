@@ -1,0 +1,354 @@
+"""onnxruntime: every session hwprune builds, its facts, and the kernels it runs.
+
+Kernel extraction reads the graph onnxruntime really runs
+(``SessionOptions.optimized_model_filepath``) at the *extended* level, where BatchNorm is
+folded and activations are fused into ``FusedConv`` but tensors keep their standard layout
+and names, so every kernel's shapes are known. At the *all* level the CPU provider
+additionally converts convolutions to its blocked NCHWc layout and fuses
+``Conv -> Add -> Relu`` (a residual add) into one convolution; :func:`extract_kernels`
+mirrors exactly that one rule (checked against the all-level graph in the tests) so a
+residual conv is timed as the single kernel the runtime executes.
+"""
+from __future__ import annotations
+
+import functools
+import json
+import os
+import platform
+import statistics
+import tempfile
+from typing import Any
+
+import onnx
+from onnx import helper, shape_inference
+
+from hwprune.errors import ConfigError, MissingDependencyError
+from hwprune.runtimes import Runtime, RuntimeSpec, Session, random_inputs
+from hwprune.runtimes.kernels import KernelSig, RawKernel
+from hwprune.runtimes.timing import pinned, timing_cores
+
+__all__ = ["OrtRuntime", "cpu_model", "ort_facts", "make_session", "channel_block", "optimized_graph",
+           "extract_kernels", "profile_nodes_ort", "ort_version"]
+
+_LEVELS = {"disabled": "ORT_DISABLE_ALL", "basic": "ORT_ENABLE_BASIC",
+           "extended": "ORT_ENABLE_EXTENDED", "all": "ORT_ENABLE_ALL"}
+
+
+def cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def _ort():
+    try:
+        import onnxruntime as ort
+    except ImportError as exc:  # pragma: no cover - a dependency
+        raise MissingDependencyError("onnxruntime is not installed", "pip install onnxruntime") from exc
+    return ort
+
+
+def ort_version() -> str:
+    return str(_ort().__version__)
+
+
+def ort_facts(threads: int, level: str = "all", provider: str = "CPUExecutionProvider") -> dict[str, Any]:
+    import numpy
+
+    return {"machine": platform.node(), "arch": platform.machine(), "cpu": cpu_model(),
+            "runtime": "onnxruntime", "runtime_version": ort_version(),
+            "provider": provider, "threads": threads, "graph_optimization_level": level,
+            "channel_block": channel_block(level, provider),
+            "python": platform.python_version(), "numpy": numpy.__version__}
+
+
+@functools.lru_cache(maxsize=None)
+def channel_block(level: str = "all", provider: str = "CPUExecutionProvider") -> int:
+    """The channel count this runtime pads convolutions to (1: no padding).
+
+    onnxruntime's CPU provider rewrites convolutions into blocked (NCHWc) kernels whose
+    channels are padded to the SIMD block: 16 on AVX-512, 8 on AVX2, none where the
+    rewrite is off. A 65-channel probe convolution is optimized and the padded weight
+    shape read back, so the block is what this runtime really does, not a guess from the
+    CPU flags. A 56-channel layer then costs what a 64-channel one does.
+    """
+    import numpy as np
+    from onnx import TensorProto, numpy_helper
+
+    cout = 65  # ceil(65 / b) * b differs for every power of two b up to 64
+    w = numpy_helper.from_array(np.zeros((cout, 8, 3, 3), np.float32), "w")
+    g = helper.make_graph([helper.make_node("Conv", ["x", "w"], ["y"], pads=[1, 1, 1, 1])], "probe",
+                          [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 8, 8, 8])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, cout, 8, 8])], [w])
+    model = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    ort = _ort()
+    so = _session_options(1, level)
+    try:
+        with tempfile.TemporaryDirectory(prefix="hwprune-block-") as tmp:
+            so.optimized_model_filepath = os.path.join(tmp, "probe.onnx")
+            ort.InferenceSession(model.SerializeToString(), so, providers=[provider])
+            opt = onnx.load(so.optimized_model_filepath).graph
+    except Exception:  # a provider that cannot save its graph: assume no padding
+        return 1
+    dims = {i.name: list(i.dims) for i in opt.initializer}
+    for node in opt.node:
+        if node.op_type == "Conv" and len(node.input) > 1 and node.input[1] in dims:
+            padded = dims[node.input[1]][0]
+            for b in (2, 4, 8, 16, 32, 64):
+                if -(-cout // b) * b == padded:
+                    return b
+    return 1
+
+
+def _session_options(threads: int, level: str):
+    ort = _ort()
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = threads
+    so.inter_op_num_threads = 1
+    so.log_severity_level = 3
+    so.graph_optimization_level = getattr(ort.GraphOptimizationLevel, _LEVELS[level])
+    return so
+
+
+def make_session(model: bytes | str, threads: int, level: str = "all",
+                 provider: str = "CPUExecutionProvider"):
+    """The one place hwprune opens an onnxruntime session."""
+    return _ort().InferenceSession(model, _session_options(threads, level), providers=[provider])
+
+
+def profile_nodes_ort(onnx: bytes, threads: int, level: str, provider: str, runs: int,
+                      warmup: int = 5) -> dict[str, float]:
+    """Median per-node kernel time (ms) over ``runs`` profiled runs of a whole model.
+
+    Single-threaded models are profiled on each of :func:`timing_cores` in turn (the runs
+    split between them) and the core with the smallest total is kept.
+    """
+    ort = _ort()
+    cores = timing_cores(threads) or [None]
+    best: dict[str, float] | None = None
+    with tempfile.TemporaryDirectory(prefix="hwprune-prof-") as tmp:
+        so = _session_options(threads, level)
+        plain = ort.InferenceSession(onnx, so, providers=[provider])
+        feeds = _feeds(plain)
+        for _ in range(warmup):  # warm the caches and the allocator without profiling
+            plain.run(None, feeds)
+        del plain
+        for i, core in enumerate(cores):
+            so = _session_options(threads, level)
+            so.enable_profiling = True
+            so.profile_file_prefix = os.path.join(tmp, f"prof{i}")
+            with pinned(core):
+                sess = ort.InferenceSession(onnx, so, providers=[provider])
+                for _ in range(warmup + max(3, -(-runs // len(cores)))):
+                    sess.run(None, feeds)
+                with open(sess.end_profiling()) as f:
+                    events = json.load(f)
+            per: dict[str, list[float]] = {}
+            for e in events:
+                name = e.get("name", "")
+                if e.get("cat") == "Node" and name.endswith("_kernel_time"):
+                    per.setdefault(name[: -len("_kernel_time")], []).append(e["dur"] / 1000.0)
+            nodes = {k: statistics.median(v[warmup:] or v) for k, v in per.items()}
+            if best is None or sum(nodes.values()) < sum(best.values()):
+                best = nodes
+    return best or {}
+
+
+def _feeds(sess) -> dict:
+    return random_inputs([(i.name, i.shape) for i in sess.get_inputs()])
+
+
+def _ort_session(sess) -> Session:
+    inputs = [(i.name, tuple(int(d) for d in i.shape)) for i in sess.get_inputs()]
+    return Session(inputs, lambda feeds: sess.run(None, feeds),
+                   lambda feeds: functools.partial(sess.run, None, feeds))
+
+
+class OrtRuntime(Runtime):
+    """onnxruntime with the profile's threads, graph optimization level and provider."""
+
+    name = "onnxruntime"
+    profiles_nodes = True
+
+    def __init__(self, spec: RuntimeSpec | None = None) -> None:
+        super().__init__(spec or RuntimeSpec("onnxruntime"))
+        self.level, self.provider = self.spec.graph_optimization_level, self.spec.provider
+
+    def facts(self) -> dict[str, Any]:
+        return ort_facts(self.threads, self.level, self.provider)
+
+    def session(self, model: bytes | str) -> Session:
+        return _ort_session(make_session(model, self.threads, self.level, self.provider))
+
+    def kernels(self, onnx_bytes: bytes) -> list[RawKernel]:
+        return extract_kernels(onnx_bytes)
+
+    def channel_block(self) -> int:
+        return channel_block(self.level, self.provider)
+
+    def profile_nodes(self, onnx_bytes: bytes, runs: int) -> dict[str, float]:
+        return profile_nodes_ort(onnx_bytes, self.threads, self.level, self.provider, runs)
+
+
+# --------------------------------------------------------------------------- kernels
+
+_ACTS = {"Relu": "relu", "Sigmoid": "sigmoid", "Tanh": "tanh", "LeakyRelu": "leakyrelu",
+         "HardSigmoid": "hardsigmoid", "HardSwish": "hardswish"}
+_SKIP = {"Identity", "Dropout"}
+
+
+def optimized_graph(data: bytes, level: str = "extended") -> onnx.ModelProto:
+    """The graph onnxruntime's CPU provider runs after its optimizations at ``level``."""
+    so = _session_options(1, level)
+    with tempfile.TemporaryDirectory(prefix="hwprune-opt-") as tmp:
+        path = os.path.join(tmp, "opt.onnx")
+        so.optimized_model_filepath = path
+        _ort().InferenceSession(data, so, providers=["CPUExecutionProvider"])
+        return onnx.load(path)
+
+
+def _attr(node: onnx.NodeProto, name: str, default=None):
+    for a in node.attribute:
+        if a.name == name:
+            return helper.get_attribute_value(a)
+    return default
+
+
+def _act_name(node: onnx.NodeProto) -> str:
+    act = _attr(node, "activation")
+    if act is None:
+        return "none"
+    act = act.decode() if isinstance(act, bytes) else act
+    if act == "Clip":
+        lo, hi = (list(_attr(node, "activation_params", [0.0, 6.0])) + [0.0, 6.0])[:2]
+        return "relu6" if (lo, hi) == (0.0, 6.0) else f"clip{lo:g}_{hi:g}"
+    return _ACTS.get(act, act.lower())
+
+
+def _clip_act(node: onnx.NodeProto, consts: dict[str, list[float]]) -> str | None:
+    if node.op_type != "Clip":
+        return None
+    lo = consts.get(node.input[1], [None])[0] if len(node.input) > 1 and node.input[1] else None
+    hi = consts.get(node.input[2], [None])[0] if len(node.input) > 2 and node.input[2] else None
+    return "relu6" if (lo, hi) == (0.0, 6.0) else f"clip{lo}_{hi}"
+
+
+def extract_kernels(data: bytes) -> list[RawKernel]:
+    """Kernels of an ONNX model (static shapes) as onnxruntime's CPU provider runs them."""
+    model = shape_inference.infer_shapes(onnx.load_from_string(data))
+    shapes: dict[str, list[int]] = {}
+    for vi in list(model.graph.input) + list(model.graph.value_info) + list(model.graph.output):
+        shapes[vi.name] = [d.dim_value for d in vi.type.tensor_type.shape.dim]
+    opt = optimized_graph(data, "extended")
+    inits = {i.name: list(i.dims) for i in opt.graph.initializer}
+    consts = {i.name: list(onnx.numpy_helper.to_array(i).reshape(-1)[:1].astype(float))
+              for i in opt.graph.initializer if len(i.dims) == 0 or list(i.dims) == [1]}
+    nodes = [n for n in opt.graph.node if n.op_type not in _SKIP]
+    consumers: dict[str, list[int]] = {}
+    for i, n in enumerate(nodes):
+        for t in n.input:
+            consumers.setdefault(t, []).append(i)
+    graph_outputs = {o.name for o in opt.graph.output}
+    produced_at = {o: i for i, n in enumerate(nodes) for o in n.output}
+
+    def only_consumer(tensor: str) -> int | None:
+        c = consumers.get(tensor, [])
+        return c[0] if len(c) == 1 and tensor not in graph_outputs else None
+
+    def shape(t: str) -> list[int]:
+        if t in shapes:
+            return shapes[t]
+        if t in inits:
+            return inits[t]
+        raise ConfigError(f"no static shape for tensor '{t}'; export with a fixed input shape")
+
+    def hw(s: list[int]) -> tuple[int, int]:
+        return (s[2], s[3]) if len(s) == 4 else (1, 1)
+
+    kernels: list[RawKernel] = []
+    consumed: set[int] = set()
+    unsupported: dict[str, int] = {}
+    for i, n in enumerate(nodes):
+        if i in consumed:
+            continue
+        op = n.op_type
+        outs = [n.output[0]]
+        if op in ("Conv", "FusedConv"):
+            x = shape(n.input[0])
+            w = shape(n.input[1])
+            if len(x) != 4:
+                unsupported[f"{op} on rank-{len(x)} input"] = unsupported.get(op, 0) + 1
+                continue
+            groups = int(_attr(n, "group", 1))
+            k = tuple(_attr(n, "kernel_shape", w[2:]))
+            act, residual = _act_name(n), False
+            if op == "Conv":
+                j = only_consumer(n.output[0])
+                other = [t for t in nodes[j].input if t != n.output[0]] if j is not None else []
+                if (j is not None and nodes[j].op_type == "Add" and len(other) == 1
+                        and produced_at.get(other[0], -1) < i):
+                    # the runtime fuses the add into the conv that produces its last input
+                    residual = True
+                    consumed.add(j)
+                    outs.append(nodes[j].output[0])
+                    r = only_consumer(nodes[j].output[0])
+                    if r is not None and nodes[r].op_type == "Relu":
+                        act = "relu"
+                        consumed.add(r)
+                        outs.append(nodes[r].output[0])
+                elif j is not None and (nodes[j].op_type in _ACTS or _clip_act(nodes[j], consts)):
+                    act = _ACTS.get(nodes[j].op_type) or _clip_act(nodes[j], consts)
+                    consumed.add(j)
+                    outs.append(nodes[j].output[0])
+            sig = KernelSig("conv", x[1], w[0], (int(k[0]), int(k[1])),
+                            tuple(int(s) for s in _attr(n, "strides", [1, 1])),
+                            tuple(int(p) for p in _attr(n, "pads", [0, 0, 0, 0])),
+                            groups, x[2], x[3], act, residual)
+        elif op == "Add":
+            x = shape(n.input[0])
+            act = "none"
+            r = only_consumer(n.output[0])
+            if r is not None and nodes[r].op_type == "Relu":
+                act = "relu"
+                consumed.add(r)
+                outs.append(nodes[r].output[0])
+            sig = KernelSig("add", x[1], x[1], h=hw(x)[0], w=hw(x)[1], act=act)
+        elif op in ("MaxPool", "AveragePool"):
+            x = shape(n.input[0])
+            sig = KernelSig("maxpool" if op == "MaxPool" else "avgpool", x[1], x[1],
+                            tuple(int(v) for v in _attr(n, "kernel_shape")),
+                            tuple(int(v) for v in _attr(n, "strides", [1, 1])),
+                            tuple(int(v) for v in _attr(n, "pads", [0, 0, 0, 0])),
+                            1, x[2], x[3])
+        elif op == "GlobalAveragePool":
+            x = shape(n.input[0])
+            sig = KernelSig("gap", x[1], x[1], h=x[2], w=x[3])
+        elif op in ("Flatten", "Reshape", "Squeeze"):
+            x = shape(n.input[0])
+            sig = KernelSig("flatten", x[1], x[1], h=hw(x)[0], w=hw(x)[1])
+        elif op in ("Gemm", "MatMul") and n.input[1] in inits:
+            x = shape(n.input[0])
+            w = inits[n.input[1]]
+            trans_b = int(_attr(n, "transB", 0)) if op == "Gemm" else 0
+            cout = w[0] if trans_b else w[-1]
+            sig = KernelSig("gemm", x[-1], cout, h=1, w=1)
+        elif op in _ACTS or (op == "Clip" and _clip_act(n, consts)):
+            x = shape(n.input[0])
+            sig = KernelSig("act", x[1], x[1], h=hw(x)[0], w=hw(x)[1],
+                            act=_ACTS.get(op) or _clip_act(n, consts))
+        else:
+            unsupported[op] = unsupported.get(op, 0) + 1
+            continue
+        kernels.append(RawKernel(n.name or f"{op}_{i}", sig, tuple(reversed(outs))))
+    if unsupported:
+        listing = ", ".join(f"{k} (x{v})" for k, v in sorted(unsupported.items()))
+        raise ConfigError(f"the latency model does not support these operators yet: {listing}")
+    return kernels
+
+

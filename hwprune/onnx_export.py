@@ -9,6 +9,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from hwprune._io import atomic_write
 from hwprune.errors import ModelError
 
 __all__ = ["OPSET", "INPUT_NAME", "OUTPUT_NAME", "to_onnx_bytes", "export_onnx", "check_onnx"]
@@ -39,12 +40,7 @@ def to_onnx_bytes(model: nn.Module, input_shape: tuple[int, ...]) -> bytes:
 
 
 def export_onnx(model: nn.Module, input_shape: tuple[int, ...], path: str | Path) -> Path:
-    path = Path(path)
-    data = to_onnx_bytes(model, input_shape)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_bytes(data)
-    tmp.replace(path)
-    return path
+    return atomic_write(path, to_onnx_bytes(model, input_shape))
 
 
 def check_onnx(model: nn.Module, onnx_model: bytes | str | Path, input_shape: tuple[int, ...],

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from hwprune import __version__
+from hwprune._io import atomic_write
 from hwprune.errors import PlanError
 
 __all__ = ["PruningPlan", "PLAN_SCHEMA"]
@@ -46,11 +47,7 @@ class PruningPlan:
         return json.dumps(self.to_dict(), indent=2) + "\n"
 
     def save(self, path: str | Path) -> Path:
-        path = Path(path)
-        tmp = path.with_suffix(path.suffix + ".tmp")
-        tmp.write_text(self.to_json())
-        tmp.replace(path)
-        return path
+        return atomic_write(path, self.to_json())
 
     @classmethod
     def from_dict(cls, doc: Any, source: str = "plan") -> "PruningPlan":

@@ -11,11 +11,11 @@ __all__ = ["KernelSig", "LatencyTable", "open_table", "open_predictor"]
 
 def open_table(device: str, tables: str | Path | None = None, check_fresh: bool = True) -> LatencyTable:
     """Load the device's table; for the host, refuse a table measured elsewhere (stale)."""
-    from hwprune._paths import tables_dir
+    from hwprune._paths import resolve_table
     from hwprune.devices import load_profile
 
     profile = load_profile(device)
-    directory = tables_dir(tables)
+    directory = resolve_table(profile.name, tables)[0]  # yours, else the shipped one
     if not profile.measurable_here and not LatencyTable.exists(directory, profile.name):
         return LatencyTable.load(directory, profile.name, create=True)  # filled by estimates
     table = LatencyTable.load(directory, profile.name)

@@ -131,23 +131,24 @@ class Runtime(abc.ABC):
         return out
 
     def time_sessions(self, sessions: Sequence[Session], rounds: int = 5, seconds: float = 1.0,
-                      progress: bool = False) -> list[float]:
+                      progress: bool = False, repeats: int = 25, warmup: int = 5) -> list[float]:
         """End-to-end latency (ms) of loaded models, timed together (see ``time_interleaved``)."""
         calls = [s.call(random_inputs(s.inputs)) for s in sessions]
-        return time_interleaved(calls, rounds=rounds, min_time_s=seconds, threads=self.threads,
-                                progress=progress)
+        return time_interleaved(calls, rounds=rounds, min_time_s=seconds, warmup=warmup, threads=self.threads,
+                                progress=progress, repeats=repeats)
 
     def measure_latencies(self, models: Sequence[bytes | str], rounds: int = 5, seconds: float = 1.0,
-                          progress: bool = False) -> list[dict[str, Any]]:
+                          progress: bool = False, repeats: int = 25, warmup: int = 5) -> list[dict[str, Any]]:
         """End-to-end latency of each model on this machine, with what was measured how.
 
         The protocol of ``hwprune latency --measure``, the search's winner and the table's
         calibration: the models are timed in ``rounds`` interleaved rounds and each keeps
         its lowest round median.
         """
-        times = self.time_sessions([self.session(m) for m in models], rounds, seconds, progress)
+        times = self.time_sessions([self.session(m) for m in models], rounds, seconds, progress, repeats, warmup)
         return [{"median_ms": ms, "statistic": INTERLEAVED_STATISTIC.format(rounds=rounds),
-                 "seconds": seconds, "threads": self.threads, "runtime": self.name} for ms in times]
+                 "seconds": seconds, "repeats": repeats, "warmup": warmup, "threads": self.threads,
+                 "runtime": self.name} for ms in times]
 
 
 def open_runtime(spec: RuntimeSpec) -> Runtime:

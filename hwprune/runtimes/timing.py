@@ -136,7 +136,7 @@ INTERLEAVED_STATISTIC = "lowest of {rounds} interleaved round medians"
 
 
 def time_interleaved(runs: Sequence[RunFn], rounds: int = 5, min_time_s: float = 0.5, warmup: int = 5,
-                     progress: bool = False, threads: int = 1) -> list[float]:
+                     progress: bool = False, threads: int = 1, repeats: int = 25) -> list[float]:
     """Latency (ms) of each model on a quiet machine, robust to slow spells.
 
     On a shared machine a neighbour can slow every run by 10-40% for tens of seconds
@@ -144,13 +144,14 @@ def time_interleaved(runs: Sequence[RunFn], rounds: int = 5, min_time_s: float =
     alternating order; a model's latency is the lowest of its per-round medians. A slow
     spell only ever adds time, so the lowest round is the one it missed, and interleaving
     gives every model the same chance of a quiet round. Single-threaded models are also
-    timed on each core in turn (:func:`timing_cores`).
+    timed on each core in turn (:func:`timing_cores`). Each model gets at least
+    ``repeats`` timed runs and ``min_time_s`` timed seconds in all, split over the rounds.
     """
     from tqdm.auto import tqdm
 
     per: list[list[float]] = [[] for _ in runs]
     order = list(range(len(runs)))
-    proto = TimingProtocol(warmup=warmup, repeats=5, min_time_s=min_time_s / rounds)
+    proto = TimingProtocol(warmup=warmup, repeats=max(3, -(-repeats // rounds)), min_time_s=min_time_s / rounds)
     cores = timing_cores(threads)
     with tqdm(total=rounds * len(runs), desc="timing end to end", disable=not progress,
               dynamic_ncols=True) as bar:

@@ -1,0 +1,67 @@
+"""``hwprune devices``: device profiles and the state of their latency tables."""
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from hwprune.cli._fmt import emit_json, table
+from hwprune.cli._options import add_format, add_work_dir
+
+HELP = "list device profiles and their latency tables"
+
+
+def add_parser(sub) -> None:
+    s = sub.add_parser("devices", help=HELP, description=(
+        HELP + ": which runtime times each device, which deploys it, and whether its table is "
+        "measured, estimated, stale (measured on another CPU or runtime) or missing; your own "
+        "table (under the work folder) is shown when you have one, else the shipped one."))
+    s.add_argument("--tables", metavar="DIR", help="your latency table folder (default: WORK_DIR/tables)")
+    add_work_dir(s)
+    add_format(s)
+    s.set_defaults(func=run)
+
+
+def _device_row(name: str, args: argparse.Namespace) -> dict[str, Any]:
+    from hwprune._paths import resolve_table
+    from hwprune.devices import load_profile
+    from hwprune.errors import HwpruneError
+    from hwprune.latency._table import LatencyTable
+
+    prof = load_profile(name)
+    directory, origin = resolve_table(name, args.tables, args.work_dir)
+    info: dict[str, Any] = {"name": name, "class": prof.device_class, "runtime": prof.runtime.get("name"),
+                            "deploy_runtime": prof.deploy_runtime, "reach": prof.reach.get("method"),
+                            "table": "none", "table_origin": None, "models": [], "entries": {},
+                            "description": prof.description}
+    if not LatencyTable.exists(directory, name):
+        return info
+    info["table_origin"] = f"{origin}: {directory}"
+    try:
+        t = LatencyTable.load(directory, name)
+        info.update(table=t.kind, models=sorted(t.meta.get("models", {})), entries=t.counts())
+        if prof.measurable_here and t.measured_keys():
+            try:
+                t.check_fresh(prof.local_runtime().facts())
+            except HwpruneError as exc:
+                info.update(table="stale", stale_reason=str(exc))
+    except HwpruneError as exc:
+        info.update(table="corrupt", error=str(exc))
+    return info
+
+
+def run(args: argparse.Namespace) -> int:
+    from hwprune._paths import tables_dir
+    from hwprune.devices import list_profiles
+
+    rows = [_device_row(name, args) for name in list_profiles()]
+    if args.format == "json":
+        emit_json(rows)
+        return 0
+    table([[r["name"], r["class"], r["runtime"], r["deploy_runtime"], r["table"],
+            (r["table_origin"] or "-").split(":")[0],
+            ", ".join(m.split("@")[0] for m in r["models"]) or "-"] for r in rows],
+          ["device", "class", "timed with", "deploys with", "table", "whose", "models in table"])
+    print(f"\nYour tables: {tables_dir(args.tables, args.work_dir)} (shipped ones are read where you have "
+          "none). 'measured' = timed on the device; 'estimated' = analytic model "
+          "(see 'hwprune profile --help' to measure a real device).")
+    return 0

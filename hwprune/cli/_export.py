@@ -1,0 +1,66 @@
+"""``hwprune export``: compile a search's winner with TVM for a device."""
+from __future__ import annotations
+
+import argparse
+import sys
+
+from hwprune.cli._fmt import emit_json
+from hwprune.cli._options import add_format, add_work_dir
+from hwprune.errors import ConfigError
+
+HELP = "compile a search's winner with TVM for a device"
+
+
+def add_parser(sub) -> None:
+    s = sub.add_parser("export", help=HELP, description=(
+        "Compile the run's pruned ONNX model with TVM for the device's target and write an "
+        "artifact folder (library, model, plan, metadata with checksums, a README that loads it). "
+        "On this machine the library is also checked against onnxruntime and timed."),
+        epilog="examples:\n  hwprune export hwprune-work/runs/demo-host-20261201-101500 --device host\n"
+               "  hwprune export RUN --device pixel7 --allow-tar",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    s.add_argument("run_dir", metavar="RUN", help="a finished run directory from hwprune search")
+    s.add_argument("--device", help="device profile name (default: the run's device)")
+    s.add_argument("--out", help="artifact folder (default RUN/artifact-DEVICE)")
+    s.add_argument("--tune-trials", type=int, default=0,
+                   help="MetaSchedule tuning trials in total, host CPU targets (default 0: untuned)")
+    s.add_argument("--tuning-db", metavar="DIR", help="tuning database shared across exports and pruned "
+                   "variants (default with --tune-trials: WORK_DIR/tuning-db/DEVICE)")
+    s.add_argument("--allow-tar", action="store_true",
+                   help="without a cross compiler, write a .tar of objects to link on the device")
+    s.add_argument("--overwrite", action="store_true", help="replace an existing artifact folder")
+    s.add_argument("--no-verify", action="store_true", help="skip the onnxruntime comparison on the host")
+    add_work_dir(s)
+    add_format(s)
+    s.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    import logging
+
+    from hwprune._paths import tuning_db_dir
+    from hwprune.compile import export_artifact
+
+    if args.tune_trials < 0:
+        raise ConfigError(f"--tune-trials must be 0 or more, got {args.tune_trials}")
+    if not args.debug:
+        logging.getLogger("tvm").setLevel(logging.WARNING)  # MetaSchedule logs every task
+    database = args.tuning_db
+    if database is None and args.tune_trials:
+        from pathlib import Path
+
+        database = tuning_db_dir(Path(args.device or "run-device").stem, args.work_dir)
+    meta = export_artifact(args.run_dir, args.device, out_dir=args.out, tune_trials=args.tune_trials,
+                           database_dir=database, allow_tar=args.allow_tar,
+                           overwrite=args.overwrite, verify=not args.no_verify)
+    if meta.get("warning"):
+        print(f"hwprune: warning: {meta['warning']}", file=sys.stderr)
+    if args.format == "json":
+        emit_json(meta)
+        return 0
+    print(f"artifact: {meta.get('out_dir') or meta.get('artifact_dir') or args.out}")
+    for k in ("device", "target", "library", "verification", "measured", "predicted_latency_ms"):
+        if k in meta:
+            v = meta[k]
+            print(f"  {k}: {v if not isinstance(v, dict) else ', '.join(f'{a}={b}' for a, b in v.items())}")
+    return 0

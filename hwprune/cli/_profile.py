@@ -1,0 +1,89 @@
+"""``hwprune profile``: build or extend a device's latency table for a model."""
+from __future__ import annotations
+
+import argparse
+import sys
+
+from hwprune.cli._fmt import emit_json
+from hwprune.cli._options import add_device, add_format, add_model, add_timing, load_model, timing_protocol
+
+HELP = "build or extend a device's latency table for a model"
+DESCRIPTION = (
+    "Time every kernel the model's pruning space can produce on a sparse grid of channel counts "
+    "(read from per-node profiles of whole pruned models where the runner can, else one micro "
+    "model per kernel; the rest interpolated and marked so), calibrate against end-to-end runs, "
+    "and save the table in your work folder (the shipped tables are never changed). Resumes "
+    "where a killed run stopped; a model already in the table is not timed again. Devices that "
+    "are not this machine are reached with --runner (any command that starts 'hwprune worker' "
+    "there, e.g. over ssh) or --rpc (a TVM RPC tracker); without either they get an analytic estimate.")
+EPILOG = """examples:
+  hwprune profile --device host --model resnet18
+  hwprune profile --device jetson-orin-nano --model demo --runner 'ssh me@jetson hwprune worker'
+  hwprune profile --device pixel7 --model demo --rpc 10.0.0.5:9190 --key pixel7
+  hwprune profile --device pixel7 --model resnet18 --estimate"""
+
+
+def add_parser(sub) -> None:
+    s = sub.add_parser("profile", help=HELP, description=DESCRIPTION, epilog=EPILOG,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_device(s)
+    add_model(s)
+    g = s.add_argument_group("where the device is")
+    g.add_argument("--runner", metavar="CMD", help="command that runs 'hwprune worker' on the device")
+    g.add_argument("--rpc", metavar="HOST:PORT", help="TVM RPC tracker address")
+    g.add_argument("--key", help="device key registered with the TVM RPC tracker")
+    g.add_argument("--estimate", action="store_true", help="fill the table with analytic estimates")
+    s.add_argument("--anchors", type=int, default=5, help="measured channel counts per group (default 5)")
+    s.add_argument("--multiple", type=int, default=8, help="channel counts are multiples of this (default 8)")
+    s.add_argument("--threads", type=int, help="override the profile's thread count")
+    add_timing(s, "kernel", warmup=10, repeats=50, min_time=0.1)
+    s.add_argument("--timeout", type=float, default=60.0, help="seconds per kernel before giving up (default 60)")
+    s.add_argument("--rebuild", action="store_true", help="discard your existing table and start over")
+    s.add_argument("--no-calibrate", action="store_true", help="skip the end-to-end calibration runs")
+    s.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_format(s)
+    s.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from hwprune._paths import tables_dir
+    from hwprune.devices import load_profile, runner_for
+    from hwprune.latency._profiler import estimate_model, profile_model
+    from hwprune.latency._store import table_for_update
+    from hwprune.latency._table import LatencyTable
+    from hwprune.pruning import analyze
+
+    profile = load_profile(args.device)
+    runner = None if args.estimate else runner_for(profile, timing_protocol(args), command=args.runner,
+                                                   rpc=args.rpc, key=args.key, threads=args.threads)
+    analysis = analyze(load_model(args), multiple=args.multiple)
+    directory = tables_dir(args.tables, args.work_dir)
+    table, note = table_for_update(profile, directory)
+    if note and args.format != "json":
+        print(f"hwprune: {note}", file=sys.stderr)
+    if runner is None:
+        from hwprune.devices._estimate import AnalyticEstimator
+
+        est = AnalyticEstimator(profile)
+        report = estimate_model(analysis, table, est)
+        kind = f"ESTIMATED ({est.method})"
+    else:
+        with runner:
+            report = profile_model(analysis, table, runner, anchors=args.anchors, calibrate=not args.no_calibrate,
+                                   progress=not args.no_progress, rebuild=args.rebuild)
+        kind = "measured"
+        if report.stale_note:
+            print(f"hwprune: warning: {report.stale_note}; measuring anew", file=sys.stderr)
+    result = {**report.to_dict(), "kind": kind, "table": str(LatencyTable.paths(directory, profile.name)[0])}
+    if args.format == "json":
+        emit_json(result)
+        return 0
+    print(f"{profile.name} / {analysis.model_key}: {report.needed} kernel signatures in the pruning space")
+    if runner is None:
+        print(f"  {report.estimated} entries {kind}")
+        print(f"  to measure the real device: {profile.measure_hint(args.model)}")
+    else:
+        print(f"  timed now: {report.timed}, already in the table: {report.reused}, "
+              f"interpolated: {report.interpolated}, end-to-end calibration points: {report.calibration_points}")
+    print(f"  {report.seconds:.1f} s; table: {result['table']}")
+    return 0

@@ -1,0 +1,51 @@
+"""Which table a command reads and where ``profile`` writes: the user's folder over the
+shipped one.
+
+Shipped tables are read-only. The first ``profile`` of a device copies the shipped table
+into the user's folder (when it describes this machine, or is an estimate for a remote
+device) and extends the copy; a shipped host table measured on another machine is not
+copied, and the user's table starts empty. Reads take the user's table when there is one,
+else the shipped one, and say which.
+"""
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+from hwprune.errors import HwpruneError
+from hwprune.latency._table import LatencyTable
+
+__all__ = ["table_for_update", "table_warning"]
+
+
+def table_for_update(profile, directory: Path) -> tuple[LatencyTable, str | None]:
+    """The user's table of ``profile`` in ``directory``, seeded from the shipped table on
+    first use; and a note on what was done (None: the user's table already existed)."""
+    from hwprune._paths import shipped_tables_dir
+
+    shipped = shipped_tables_dir()
+    if LatencyTable.exists(directory, profile.name) or directory.resolve() == shipped.resolve():
+        return LatencyTable.load(directory, profile.name, create=True), None
+    note = None
+    if LatencyTable.exists(shipped, profile.name):
+        try:
+            base = LatencyTable.load(shipped, profile.name)
+            if profile.measurable_here and base.measured_keys():
+                base.check_fresh(profile.local_runtime().facts())
+            directory.mkdir(parents=True, exist_ok=True)
+            for src in LatencyTable.paths(shipped, profile.name)[:2]:
+                shutil.copyfile(src, directory / src.name)
+            note = f"started from the shipped '{profile.name}' table ({len(base.rows)} entries)"
+        except HwpruneError as exc:
+            note = f"the shipped '{profile.name}' table does not describe this machine ({exc}); starting a new one"
+    return LatencyTable.load(directory, profile.name, create=True), note
+
+
+def table_warning(table_kind: str, profile, model_spec: str) -> str | None:
+    """The one warning for a table that is not all measured on the device (None if it is):
+    predictions from it are estimates; names the command that measures the real device."""
+    if table_kind in ("measured", "empty"):
+        return None
+    return (f"the '{profile.name}' latency table is {table_kind} (not measured on the device), so "
+            f"predicted latencies and budget checks are estimates; measure the real device with: "
+            f"{profile.measure_hint(model_spec)}")

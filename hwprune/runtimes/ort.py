@@ -201,6 +201,8 @@ class OrtRuntime(Runtime):
 _ACTS = {"Relu": "relu", "Sigmoid": "sigmoid", "Tanh": "tanh", "LeakyRelu": "leakyrelu",
          "HardSigmoid": "hardsigmoid", "HardSwish": "hardswish"}
 _SKIP = {"Identity", "Dropout"}
+_OTHER_OPS = {"Add", "MaxPool", "AveragePool", "GlobalAveragePool", "Flatten", "Reshape", "Squeeze", "Gemm",
+              "MatMul", "Clip", *_ACTS}
 
 
 def optimized_graph(data: bytes, level: str = "extended") -> onnx.ModelProto:
@@ -239,113 +241,127 @@ def _clip_act(node: onnx.NodeProto, consts: dict[str, list[float]]) -> str | Non
     return "relu6" if (lo, hi) == (0.0, 6.0) else f"clip{lo}_{hi}"
 
 
-def extract_kernels(data: bytes) -> list[RawKernel]:
-    """Kernels of an ONNX model (static shapes) as onnxruntime's CPU provider runs them."""
-    model = shape_inference.infer_shapes(onnx.load_from_string(data))
-    shapes: dict[str, list[int]] = {}
-    for vi in list(model.graph.input) + list(model.graph.value_info) + list(model.graph.output):
-        shapes[vi.name] = [d.dim_value for d in vi.type.tensor_type.shape.dim]
-    opt = optimized_graph(data, "extended")
-    inits = {i.name: list(i.dims) for i in opt.graph.initializer}
-    consts = {i.name: list(onnx.numpy_helper.to_array(i).reshape(-1)[:1].astype(float))
-              for i in opt.graph.initializer if len(i.dims) == 0 or list(i.dims) == [1]}
-    nodes = [n for n in opt.graph.node if n.op_type not in _SKIP]
-    consumers: dict[str, list[int]] = {}
-    for i, n in enumerate(nodes):
-        for t in n.input:
-            consumers.setdefault(t, []).append(i)
-    graph_outputs = {o.name for o in opt.graph.output}
-    produced_at = {o: i for i, n in enumerate(nodes) for o in n.output}
+class _Graph:
+    """The graph onnxruntime runs (extended level) with the static shapes of the original."""
 
-    def only_consumer(tensor: str) -> int | None:
-        c = consumers.get(tensor, [])
-        return c[0] if len(c) == 1 and tensor not in graph_outputs else None
+    def __init__(self, data: bytes) -> None:
+        model = shape_inference.infer_shapes(onnx.load_from_string(data))
+        self.shapes: dict[str, list[int]] = {}
+        for vi in list(model.graph.input) + list(model.graph.value_info) + list(model.graph.output):
+            self.shapes[vi.name] = [d.dim_value for d in vi.type.tensor_type.shape.dim]
+        opt = optimized_graph(data, "extended")
+        self.inits = {i.name: list(i.dims) for i in opt.graph.initializer}
+        self.consts = {i.name: list(onnx.numpy_helper.to_array(i).reshape(-1)[:1].astype(float))
+                       for i in opt.graph.initializer if len(i.dims) == 0 or list(i.dims) == [1]}
+        self.nodes = [n for n in opt.graph.node if n.op_type not in _SKIP]
+        self.consumers: dict[str, list[int]] = {}
+        for i, n in enumerate(self.nodes):
+            for t in n.input:
+                self.consumers.setdefault(t, []).append(i)
+        self.outputs = {o.name for o in opt.graph.output}
+        self.produced_at = {o: i for i, n in enumerate(self.nodes) for o in n.output}
 
-    def shape(t: str) -> list[int]:
-        if t in shapes:
-            return shapes[t]
-        if t in inits:
-            return inits[t]
+    def only_consumer(self, tensor: str) -> int | None:
+        c = self.consumers.get(tensor, [])
+        return c[0] if len(c) == 1 and tensor not in self.outputs else None
+
+    def shape(self, t: str) -> list[int]:
+        if t in self.shapes:
+            return self.shapes[t]
+        if t in self.inits:
+            return self.inits[t]
         raise ConfigError(f"no static shape for tensor '{t}'; export with a fixed input shape")
 
-    def hw(s: list[int]) -> tuple[int, int]:
-        return (s[2], s[3]) if len(s) == 4 else (1, 1)
+    def absorb_relu(self, tensor: str, consumed: set[int], outs: list[str]) -> bool:
+        """Fuse a ReLU that is the only consumer of ``tensor``; True when there was one."""
+        r = self.only_consumer(tensor)
+        if r is None or self.nodes[r].op_type != "Relu":
+            return False
+        consumed.add(r)
+        outs.append(self.nodes[r].output[0])
+        return True
 
+
+def _hw(s: list[int]) -> tuple[int, int]:
+    return (s[2], s[3]) if len(s) == 4 else (1, 1)
+
+
+def _conv_kernel(g: _Graph, i: int, n: onnx.NodeProto, consumed: set[int], outs: list[str]) -> KernelSig:
+    """A convolution with what the runtime fuses into it: BN, an activation, or (at level
+    'all') a residual add whose other input was produced earlier, and a ReLU after it."""
+    x, w = g.shape(n.input[0]), g.shape(n.input[1])
+    k = tuple(_attr(n, "kernel_shape", w[2:]))
+    act, residual = _act_name(n), False
+    if n.op_type == "Conv":
+        j = g.only_consumer(n.output[0])
+        nxt = g.nodes[j] if j is not None else None
+        other = [t for t in nxt.input if t != n.output[0]] if nxt is not None else []
+        if nxt is not None and nxt.op_type == "Add" and len(other) == 1 and g.produced_at.get(other[0], -1) < i:
+            residual = True  # the runtime fuses the add into the conv that produces its last input
+            consumed.add(j)
+            outs.append(nxt.output[0])
+            if g.absorb_relu(nxt.output[0], consumed, outs):
+                act = "relu"
+        elif nxt is not None and (nxt.op_type in _ACTS or _clip_act(nxt, g.consts)):
+            act = _ACTS.get(nxt.op_type) or _clip_act(nxt, g.consts)
+            consumed.add(j)
+            outs.append(nxt.output[0])
+    return KernelSig("conv", x[1], w[0], (int(k[0]), int(k[1])),
+                     tuple(int(s) for s in _attr(n, "strides", [1, 1])),
+                     tuple(int(p) for p in _attr(n, "pads", [0, 0, 0, 0])),
+                     int(_attr(n, "group", 1)), x[2], x[3], act, residual)
+
+
+def _other_kernel(g: _Graph, n: onnx.NodeProto, consumed: set[int], outs: list[str]) -> KernelSig | None:
+    """Every kernel but a convolution; None for an operator the latency model lacks."""
+    op = n.op_type
+    if op not in _OTHER_OPS:
+        return None
+    x = g.shape(n.input[0])
+    if op == "Add":
+        act = "relu" if g.absorb_relu(n.output[0], consumed, outs) else "none"
+        return KernelSig("add", x[1], x[1], h=_hw(x)[0], w=_hw(x)[1], act=act)
+    if op in ("MaxPool", "AveragePool"):
+        return KernelSig("maxpool" if op == "MaxPool" else "avgpool", x[1], x[1],
+                         tuple(int(v) for v in _attr(n, "kernel_shape")),
+                         tuple(int(v) for v in _attr(n, "strides", [1, 1])),
+                         tuple(int(v) for v in _attr(n, "pads", [0, 0, 0, 0])), 1, x[2], x[3])
+    if op == "GlobalAveragePool":
+        return KernelSig("gap", x[1], x[1], h=x[2], w=x[3])
+    if op in ("Flatten", "Reshape", "Squeeze"):
+        return KernelSig("flatten", x[1], x[1], h=_hw(x)[0], w=_hw(x)[1])
+    if op in ("Gemm", "MatMul") and n.input[1] in g.inits:
+        w = g.inits[n.input[1]]
+        trans_b = int(_attr(n, "transB", 0)) if op == "Gemm" else 0
+        return KernelSig("gemm", x[-1], w[0] if trans_b else w[-1], h=1, w=1)
+    if op in _ACTS or (op == "Clip" and _clip_act(n, g.consts)):
+        return KernelSig("act", x[1], x[1], h=_hw(x)[0], w=_hw(x)[1], act=_ACTS.get(op) or _clip_act(n, g.consts))
+    return None
+
+
+def extract_kernels(data: bytes) -> list[RawKernel]:
+    """Kernels of an ONNX model (static shapes) as onnxruntime's CPU provider runs them."""
+    g = _Graph(data)
     kernels: list[RawKernel] = []
     consumed: set[int] = set()
     unsupported: dict[str, int] = {}
-    for i, n in enumerate(nodes):
+    for i, n in enumerate(g.nodes):
         if i in consumed:
             continue
-        op = n.op_type
         outs = [n.output[0]]
-        if op in ("Conv", "FusedConv"):
-            x = shape(n.input[0])
-            w = shape(n.input[1])
-            if len(x) != 4:
-                unsupported[f"{op} on rank-{len(x)} input"] = unsupported.get(op, 0) + 1
+        if n.op_type in ("Conv", "FusedConv"):
+            rank = len(g.shape(n.input[0]))
+            if rank != 4:
+                name = f"{n.op_type} on rank-{rank} input"
+                unsupported[name] = unsupported.get(name, 0) + 1
                 continue
-            groups = int(_attr(n, "group", 1))
-            k = tuple(_attr(n, "kernel_shape", w[2:]))
-            act, residual = _act_name(n), False
-            if op == "Conv":
-                j = only_consumer(n.output[0])
-                other = [t for t in nodes[j].input if t != n.output[0]] if j is not None else []
-                if (j is not None and nodes[j].op_type == "Add" and len(other) == 1
-                        and produced_at.get(other[0], -1) < i):
-                    # the runtime fuses the add into the conv that produces its last input
-                    residual = True
-                    consumed.add(j)
-                    outs.append(nodes[j].output[0])
-                    r = only_consumer(nodes[j].output[0])
-                    if r is not None and nodes[r].op_type == "Relu":
-                        act = "relu"
-                        consumed.add(r)
-                        outs.append(nodes[r].output[0])
-                elif j is not None and (nodes[j].op_type in _ACTS or _clip_act(nodes[j], consts)):
-                    act = _ACTS.get(nodes[j].op_type) or _clip_act(nodes[j], consts)
-                    consumed.add(j)
-                    outs.append(nodes[j].output[0])
-            sig = KernelSig("conv", x[1], w[0], (int(k[0]), int(k[1])),
-                            tuple(int(s) for s in _attr(n, "strides", [1, 1])),
-                            tuple(int(p) for p in _attr(n, "pads", [0, 0, 0, 0])),
-                            groups, x[2], x[3], act, residual)
-        elif op == "Add":
-            x = shape(n.input[0])
-            act = "none"
-            r = only_consumer(n.output[0])
-            if r is not None and nodes[r].op_type == "Relu":
-                act = "relu"
-                consumed.add(r)
-                outs.append(nodes[r].output[0])
-            sig = KernelSig("add", x[1], x[1], h=hw(x)[0], w=hw(x)[1], act=act)
-        elif op in ("MaxPool", "AveragePool"):
-            x = shape(n.input[0])
-            sig = KernelSig("maxpool" if op == "MaxPool" else "avgpool", x[1], x[1],
-                            tuple(int(v) for v in _attr(n, "kernel_shape")),
-                            tuple(int(v) for v in _attr(n, "strides", [1, 1])),
-                            tuple(int(v) for v in _attr(n, "pads", [0, 0, 0, 0])),
-                            1, x[2], x[3])
-        elif op == "GlobalAveragePool":
-            x = shape(n.input[0])
-            sig = KernelSig("gap", x[1], x[1], h=x[2], w=x[3])
-        elif op in ("Flatten", "Reshape", "Squeeze"):
-            x = shape(n.input[0])
-            sig = KernelSig("flatten", x[1], x[1], h=hw(x)[0], w=hw(x)[1])
-        elif op in ("Gemm", "MatMul") and n.input[1] in inits:
-            x = shape(n.input[0])
-            w = inits[n.input[1]]
-            trans_b = int(_attr(n, "transB", 0)) if op == "Gemm" else 0
-            cout = w[0] if trans_b else w[-1]
-            sig = KernelSig("gemm", x[-1], cout, h=1, w=1)
-        elif op in _ACTS or (op == "Clip" and _clip_act(n, consts)):
-            x = shape(n.input[0])
-            sig = KernelSig("act", x[1], x[1], h=hw(x)[0], w=hw(x)[1],
-                            act=_ACTS.get(op) or _clip_act(n, consts))
+            sig = _conv_kernel(g, i, n, consumed, outs)
         else:
-            unsupported[op] = unsupported.get(op, 0) + 1
-            continue
-        kernels.append(RawKernel(n.name or f"{op}_{i}", sig, tuple(reversed(outs))))
+            sig = _other_kernel(g, n, consumed, outs)
+            if sig is None:
+                unsupported[n.op_type] = unsupported.get(n.op_type, 0) + 1
+                continue
+        kernels.append(RawKernel(n.name or f"{n.op_type}_{i}", sig, tuple(reversed(outs))))
     if unsupported:
         listing = ", ".join(f"{k} (x{v})" for k, v in sorted(unsupported.items()))
         raise ConfigError(f"the latency model does not support these operators yet: {listing}")

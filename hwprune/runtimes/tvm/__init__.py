@@ -46,7 +46,7 @@ __all__ = [
     "OnnxInput", "onnx_inputs", "import_onnx", "build", "tune", "TuneReport",
     "LinkInfo", "export_library", "load_vm", "run_vm", "time_vm", "random_inputs",
     "time_onnx_local", "time_onnx_rpc", "connect_rpc", "parse_tracker", "host_triple",
-    "is_cross", "set_num_threads", "nvcc_path", "TvmRuntime", "vm_session", "HOST_TARGET",
+    "is_cross", "set_num_threads", "nvcc_path", "TvmRuntime", "build_cuda_library", "vm_session", "HOST_TARGET",
 ]
 
 PIP_TVM = "pip install apache-tvm"
@@ -498,6 +498,35 @@ def export_library(executable: Any, out_dir: str | os.PathLike, target: dict[str
                                "export on a machine with nvcc and a CUDA-enabled TVM")
         info.cuda["embedded"] = "fatbin"
     return info
+
+
+def build_cuda_library(onnx_path: str | os.PathLike, target: dict[str, Any], out_dir: str | os.PathLike,
+                       *, timeout_s: float = 3600.0) -> LinkInfo:
+    """Compile ``onnx_path`` for a CUDA ``target`` and export the library into ``out_dir``,
+    in a child process (``_child``), so the CUDA codegen workaround never loads a driver
+    stub into this process."""
+    import sys  # noqa: PLC0415
+
+    from hwprune import errors  # noqa: PLC0415
+
+    cmd = [sys.executable, "-m", "hwprune.runtimes.tvm._child", str(onnx_path), json.dumps(target), str(out_dir)]
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s)
+    except subprocess.TimeoutExpired as exc:
+        raise CompileError(f"compiling for {json.dumps(target)} took over {timeout_s:.0f} s") from exc
+    lines = proc.stdout.strip().splitlines()
+    try:
+        answer = json.loads(lines[-1]) if lines else {}
+    except json.JSONDecodeError:
+        answer = {}
+    if proc.returncode == 0 and "file" in answer:
+        return LinkInfo(**answer)
+    if "error" in answer:
+        cls = getattr(errors, str(answer.get("type")), CompileError)
+        raise (cls if isinstance(cls, type) and issubclass(cls, errors.HwpruneError) else CompileError)(
+            answer["error"], answer.get("hint"))
+    last = (proc.stderr.strip().splitlines() or ["no output"])[-1]
+    raise CompileError(f"the CUDA build process failed (exit {proc.returncode}): {last}")
 
 
 def _tar_objects(output: str, files: Sequence[str], options: Any = None) -> None:

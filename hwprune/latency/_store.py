@@ -37,7 +37,7 @@ def table_for_update(profile, directory: Path) -> tuple[LatencyTable, str | None
                 shutil.copyfile(src, directory / src.name)
             note = f"started from the shipped '{profile.name}' table ({len(base.rows)} entries)"
         except HwpruneError as exc:
-            note = f"the shipped '{profile.name}' table does not describe this machine ({exc}); starting a new one"
+            note = f"the shipped '{profile.name}' table does not describe this machine ({exc.args[0]}); starting a new one"
     return LatencyTable.load(directory, profile.name, create=True), note
 
 

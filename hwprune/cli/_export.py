@@ -5,8 +5,7 @@ import argparse
 import sys
 
 from hwprune.cli._fmt import emit_json
-from hwprune.cli._options import add_format, add_work_dir
-from hwprune.errors import ConfigError
+from hwprune.cli._options import add_format, add_work_dir, check_output_dir, int_at_least
 
 HELP = "compile a search's winner with TVM for a device"
 
@@ -22,7 +21,7 @@ def add_parser(sub) -> None:
     s.add_argument("run_dir", metavar="RUN", help="a finished run directory from hwprune search")
     s.add_argument("--device", help="device profile name (default: the run's device)")
     s.add_argument("--out", help="artifact folder (default RUN/artifact-DEVICE)")
-    s.add_argument("--tune-trials", type=int, default=0,
+    s.add_argument("--tune-trials", type=int_at_least(0), default=0,
                    help="MetaSchedule tuning trials in total, host CPU targets (default 0: untuned)")
     s.add_argument("--tuning-db", metavar="DIR", help="tuning database shared across exports and pruned "
                    "variants (default with --tune-trials: WORK_DIR/tuning-db/DEVICE)")
@@ -41,8 +40,8 @@ def run(args: argparse.Namespace) -> int:
     from hwprune._paths import tuning_db_dir
     from hwprune.compile import export_artifact
 
-    if args.tune_trials < 0:
-        raise ConfigError(f"--tune-trials must be 0 or more, got {args.tune_trials}")
+    if args.out:
+        check_output_dir(args.out, "--out")
     if not args.debug:
         logging.getLogger("tvm").setLevel(logging.WARNING)  # MetaSchedule logs every task
     database = args.tuning_db

@@ -50,10 +50,12 @@ def add_timing(p: argparse.ArgumentParser, what: str, *, warmup: int, repeats: i
     """``--warmup``, ``--repeats``, ``--min-time``: the same three numbers of the timing
     protocol (:class:`hwprune.runtimes.timing.TimingProtocol`) wherever something is timed."""
     g = p.add_argument_group("timing")
-    g.add_argument("--warmup", type=int, default=warmup, help=f"untimed runs per {what} first (default {warmup})")
-    g.add_argument("--repeats", type=int, default=repeats, help=f"timed runs per {what}, at least (default {repeats})")
-    g.add_argument("--min-time", type=float, default=min_time,
-                   help=f"timed seconds per {what}, at least (default {min_time:g})")
+    g.add_argument("--warmup", type=int_at_least(0), default=warmup,
+                   help=f"untimed runs per {what} first, >= 0 (default {warmup})")
+    g.add_argument("--repeats", type=int_at_least(1), default=repeats,
+                   help=f"timed runs per {what}, at least; >= 1 (default {repeats})")
+    g.add_argument("--min-time", type=float_in(0.0), default=min_time,
+                   help=f"timed seconds per {what}, at least; >= 0 (default {min_time:g})")
 
 
 def timing_protocol(args: argparse.Namespace, timeout_s: float = 60.0):
@@ -67,3 +69,57 @@ def load_model(args: argparse.Namespace):
     from hwprune.models import load_model as _load
 
     return _load(args.model, args.weights, args.input_shape)
+
+
+def int_at_least(low: int):
+    """An argparse type: an integer >= ``low`` (the range is stated in the error)."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be an integer >= {low}, got {text!r}") from None
+        if value < low:
+            raise argparse.ArgumentTypeError(f"must be an integer >= {low}, got {text!r}")
+        return value
+    return parse
+
+
+def float_in(low: float, high: float | None = None, *, low_open: bool = False, high_open: bool = True):
+    """An argparse type: a finite number in the stated range."""
+    import math
+
+    lo, hi = ("(" if low_open else "["), ("" if high is None else (")" if high_open else "]"))
+    rng = f"{lo}{low:g}, {'inf)' if high is None else f'{high:g}{hi}'}"
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be a number in {rng}, got {text!r}") from None
+        ok = math.isfinite(value) and (value > low if low_open else value >= low)
+        if high is not None:
+            ok = ok and (value < high if high_open else value <= high)
+        if not ok:
+            raise argparse.ArgumentTypeError(f"must be a number in {rng}, got {text!r}")
+        return value
+    return parse
+
+
+def check_output_dir(path, flag: str) -> None:
+    """Refuse, before any expensive work, an output folder that cannot be written: a file
+    in its place, or a folder (or its nearest existing parent) without write permission."""
+    import os
+    from pathlib import Path
+
+    from hwprune.errors import ConfigError
+
+    p = Path(path)
+    if p.exists() and not p.is_dir():
+        raise ConfigError(f"{flag} '{p}' is a file, not a folder", f"choose another {flag}")
+    probe = p
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    if probe.exists() and not probe.is_dir():
+        raise ConfigError(f"{flag} '{p}' lies under the file '{probe}'", f"choose another {flag}")
+    if not os.access(probe, os.W_OK | os.X_OK):
+        raise ConfigError(f"{flag} '{p}' cannot be written ('{probe}' is not writable)", f"choose another {flag}")

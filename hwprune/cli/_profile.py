@@ -5,7 +5,8 @@ import argparse
 import sys
 
 from hwprune.cli._fmt import emit_json
-from hwprune.cli._options import add_device, add_format, add_model, add_timing, load_model, timing_protocol
+from hwprune.cli._options import (add_device, add_format, add_model, add_timing, check_output_dir, float_in,
+                                  int_at_least, load_model, timing_protocol)
 
 HELP = "build or extend a device's latency table for a model"
 DESCRIPTION = (
@@ -33,11 +34,14 @@ def add_parser(sub) -> None:
     g.add_argument("--rpc", metavar="HOST:PORT", help="TVM RPC tracker address")
     g.add_argument("--key", help="device key registered with the TVM RPC tracker")
     g.add_argument("--estimate", action="store_true", help="fill the table with analytic estimates")
-    s.add_argument("--anchors", type=int, default=5, help="measured channel counts per group (default 5)")
-    s.add_argument("--multiple", type=int, default=8, help="channel counts are multiples of this (default 8)")
-    s.add_argument("--threads", type=int, help="override the profile's thread count")
+    s.add_argument("--anchors", type=int_at_least(2), default=5,
+                   help="measured channel counts per group, >= 2 (default 5)")
+    s.add_argument("--multiple", type=int_at_least(1), default=8,
+                   help="channel counts are multiples of this, >= 1 (default 8)")
+    s.add_argument("--threads", type=int_at_least(1), help="override the profile's thread count (>= 1)")
     add_timing(s, "kernel", warmup=10, repeats=50, min_time=0.1)
-    s.add_argument("--timeout", type=float, default=60.0, help="seconds per kernel before giving up (default 60)")
+    s.add_argument("--timeout", type=float_in(0.0, low_open=True), default=60.0,
+                   help="seconds per kernel before giving up, > 0 (default 60)")
     s.add_argument("--rebuild", action="store_true", help="discard your existing table and start over")
     s.add_argument("--no-calibrate", action="store_true", help="skip the end-to-end calibration runs")
     s.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -54,6 +58,7 @@ def run(args: argparse.Namespace) -> int:
     from hwprune.pruning import analyze
 
     profile = load_profile(args.device)
+    check_output_dir(tables_dir(args.tables, args.work_dir), "--tables")
     runner = None if args.estimate else runner_for(profile, timing_protocol(args), command=args.runner,
                                                    rpc=args.rpc, key=args.key, threads=args.threads)
     analysis = analyze(load_model(args), multiple=args.multiple)

@@ -5,7 +5,7 @@ import argparse
 from pathlib import Path
 
 from hwprune.cli._fmt import emit_json, human_bytes, human_count, table
-from hwprune.cli._options import add_format, add_model, load_model
+from hwprune.cli._options import add_format, add_model, check_output_dir, float_in, load_model
 from hwprune.errors import ConfigError
 
 HELP = "prune a model with a plan or a uniform ratio"
@@ -19,7 +19,7 @@ def add_parser(sub) -> None:
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     add_model(s)
     s.add_argument("--plan", help="a plan.json (from hwprune search or an earlier prune)")
-    s.add_argument("--ratio", type=float, help="prune every group by this fraction, in [0, 1)")
+    s.add_argument("--ratio", type=float_in(0.0, 1.0), help="prune every group by this fraction, in [0, 1)")
     s.add_argument("--out", required=True, help="output folder")
     add_format(s)
     s.set_defaults(func=run)
@@ -33,6 +33,7 @@ def run(args: argparse.Namespace) -> int:
 
     if (args.plan is None) == (args.ratio is None):
         raise ConfigError("give exactly one of --plan FILE or --ratio R")
+    check_output_dir(args.out, "--out")
     lm = load_model(args)
     analysis = analyze(lm)
     space = analysis.space

@@ -6,7 +6,7 @@ import sys
 from pathlib import Path
 
 from hwprune.cli._fmt import emit_json
-from hwprune.cli._options import add_device, add_format, add_model
+from hwprune.cli._options import add_device, add_format, add_model, check_output_dir, float_in, int_at_least
 from hwprune.errors import ConfigError
 
 HELP = "find per-group pruning ratios under a latency/memory budget"
@@ -31,7 +31,7 @@ def add_parser(sub) -> None:
     g.add_argument("--latency", help="20ms, 0.02s or 50%% (of the dense model's predicted latency)")
     g.add_argument("--memory", help="weights + peak activations: 4MB, 512KB or 50%%")
     g = s.add_argument_group("search")
-    g.add_argument("--trials", type=int, default=100, help="candidates to evaluate (default 100); plans "
+    g.add_argument("--trials", type=int_at_least(1), default=100, help="candidates to evaluate (default 100); plans "
                    "predicted over budget are recorded without costing an evaluation")
     g.add_argument("--seed", type=int, default=0, help="sampler seed (default 0)")
     g.add_argument("--sampler", choices=("tpe", "random", "nsga2"),
@@ -43,15 +43,16 @@ def add_parser(sub) -> None:
                    "work on one study, e.g. postgresql://user:pw@dbhost/hwprune or sqlite:///study.db")
     g.add_argument("--study-name", help="study name inside --storage (default derived from the run)")
     g = s.add_argument_group("scoring and fine-tuning")
-    g.add_argument("--calibration-images", type=int, default=512,
+    g.add_argument("--calibration-images", type=int_at_least(1), default=512,
                    help="training images for adaptive batch-norm per candidate (default 512)")
-    g.add_argument("--val-images", type=int, default=2000, help="validation images scored per candidate (default 2000)")
-    g.add_argument("--candidate-finetune-steps", type=int, default=0,
+    g.add_argument("--val-images", type=int_at_least(1), default=2000,
+                   help="validation images scored per candidate (default 2000)")
+    g.add_argument("--candidate-finetune-steps", type=int_at_least(0), default=0,
                    help="fine-tune steps per candidate before scoring (default 0: adaptive BN only)")
-    g.add_argument("--finalists", type=int, default=3, help="best-scored candidates fine-tuned in full (plus "
+    g.add_argument("--finalists", type=int_at_least(1), default=3, help="best-scored candidates fine-tuned in full (plus "
                    "the uniform-width plan); the best on validation wins (default 3)")
-    g.add_argument("--finetune-steps", type=int, default=300, help="KD fine-tune steps for each finalist (default 300)")
-    g.add_argument("--lr", type=float, default=0.01, help="fine-tune learning rate (default 0.01)")
+    g.add_argument("--finetune-steps", type=int_at_least(0), default=300, help="KD fine-tune steps for each finalist (default 300)")
+    g.add_argument("--lr", type=float_in(0.0, low_open=True), default=0.01, help="fine-tune learning rate (default 0.01)")
     g = s.add_argument_group("data")
     g.add_argument("--data", metavar="DIR", help="folder with the four Fashion-MNIST idx .gz files")
     g.add_argument("--task", metavar="MODULE", help="user data module (file.py or package.module) "
@@ -65,10 +66,6 @@ def add_parser(sub) -> None:
 def _check(args: argparse.Namespace) -> None:
     if not args.latency and not args.memory:
         raise ConfigError("give a budget: --latency (e.g. 20ms, 0.02s, 50%) and/or --memory (e.g. 4MB)")
-    if args.trials < 1:
-        raise ConfigError(f"--trials must be at least 1, got {args.trials}")
-    if args.finalists < 1:
-        raise ConfigError(f"--finalists must be at least 1, got {args.finalists}")
     if args.resume and args.run_dir is None:
         raise ConfigError("--resume needs --run-dir (the run to continue)")
 
@@ -89,6 +86,7 @@ def run(args: argparse.Namespace) -> int:
 
     _check(args)
     run_dir = args.run_dir or default_run_dir(args)
+    check_output_dir(run_dir, "--run-dir")
     tables = resolve_table(load_profile(args.device).name, args.tables, args.work_dir)[0]
     result = run_search(
         model=args.model, weights=args.weights, input_shape=args.input_shape, device=args.device,

@@ -63,7 +63,10 @@ def _join_negative_values(argv: list[str]) -> list[str]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(_join_negative_values(list(sys.argv[1:] if argv is None else argv)))
+    try:
+        args = parser.parse_args(_join_negative_values(list(sys.argv[1:] if argv is None else argv)))
+    except SystemExit as exc:  # --help, --version, or a flag refused with its one line
+        return int(exc.code or 0)
     if not getattr(args, "command", None):
         parser.print_help()
         return 2

@@ -190,6 +190,9 @@ def _build_artifact(_tvm: Any, run: Path, summary: dict[str, Any], profile: Devi
                     f"TVM latency on this machine {measured['tvm_median_ms']:.3f} ms is "
                     f"{(ratio - 1) * 100:.0f}% above the predicted {predicted:.3f} ms"
                     + ("" if tune_trials else "; untuned TVM is slow on CPU, try --tune-trials N"))
+    elif verify and (emulated := _verify_emulated(_tvm, tmp / link.file, tmp / "model.onnx", inputs, target,
+                                                  link, tolerance=tolerance, seed=seed)) is not None:
+        verification = emulated  # outputs only: no timing under emulation (measured stays None)
     else:
         where = (f"a GPU ({target.get('arch', 'cuda')})" if _tvm.target_kind(target) == "cuda"
                  else _tvm.host_triple(target) or _tvm.target_kind(target))
@@ -265,6 +268,45 @@ def _verify_host(_tvm: Any, lib: Path, onnx_path: Path, inputs: list[Any], *, th
                 "tvm_p10_ms": tvm_ms.p10_ms, "tvm_p90_ms": tvm_ms.p90_ms,
                 "onnxruntime_median_ms": ort_ms.median_ms, "onnxruntime_version": ort_version()}
     return verification, measured
+
+
+def _verify_emulated(_tvm: Any, lib: Path, onnx_path: Path, inputs: list[Any], target: dict[str, Any],
+                     link: Any, *, tolerance: float, seed: int) -> dict[str, Any] | None:
+    """Check a cross-compiled aarch64 library against onnxruntime by running it under qemu
+    on the seeded input :func:`_verify_host` uses. None when this does not apply (not an
+    aarch64 CPU library linked against glibc); ``"skipped"`` with the install command when
+    the emulator is missing; CompileError when the library fails or disagrees."""
+    from hwprune.runtimes.ort import OrtRuntime
+    from hwprune.runtimes import RuntimeSpec
+    from hwprune.runtimes.tvm import emulate
+
+    if not (emulate.applies_to(target) and link.format == "so" and "linux-gnu" in link.linker):
+        return None
+    why = emulate.emulator_available()
+    if why is None:
+        feeds = _tvm.random_inputs(inputs, seed)
+        try:
+            got = emulate.run_emulated(lib, [feeds[i.name] for i in inputs])
+        except MissingDependencyError as exc:  # e.g. the aarch64 runtime cannot be downloaded
+            why = str(exc)
+    if why is not None:
+        return {"status": "skipped", "reason": f"the library targets {_tvm.host_triple(target)}, not this "
+                f"machine, and cannot be run under emulation here: {why}"}
+    ref = OrtRuntime(RuntimeSpec("onnxruntime", 1)).session(str(onnx_path)).run(feeds)
+    if len(got) != len(ref):
+        raise CompileError(f"under {emulate.EMULATOR} the library returns {len(got)} outputs, onnxruntime {len(ref)}")
+    worst = 0.0
+    for a, b in zip(got, ref):
+        if a.shape != b.shape:
+            raise CompileError(f"under {emulate.EMULATOR} output shape {a.shape} differs from onnxruntime {b.shape}")
+        scale = float(np.max(np.abs(b))) or 1.0
+        worst = max(worst, float(np.max(np.abs(a.astype(np.float64) - b))) / scale)
+    if not worst <= tolerance:
+        raise CompileError(f"the aarch64 library disagrees with onnxruntime under {emulate.EMULATOR}: max abs "
+                           f"diff / output scale = {worst:.2e} > {tolerance:.0e}", "report this with the run directory")
+    return {"status": "passed", "reference": "onnxruntime", "where": emulate.EMULATOR, "seed": seed,
+            "max_abs_diff_over_scale": worst, "tolerance": tolerance,
+            "note": "outputs checked on an emulated aarch64 CPU; time it on the device"}
 
 
 def _publish(tmp: Path, out: Path) -> None:

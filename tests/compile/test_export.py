@@ -86,7 +86,8 @@ def test_pixel7_export_is_aarch64_elf(make_run, tmp_path: Path) -> None:
     assert meta["target"]["mtriple"] == "aarch64-linux-android"
     assert meta["library"]["linker"] == "aarch64-linux-gnu-gcc"
     assert "NDK" in meta["library"]["note"]               # glibc link, says how to get Android
-    assert meta["verification"]["status"] == "skipped" and meta["measured"] is None
+    # checked under qemu where it is installed (tests/compile/test_emulated_aarch64.py); never timed here
+    assert meta["verification"]["status"] in ("skipped", "passed") and meta["measured"] is None
 
 
 @pytest.mark.parametrize("device", ["jetson-orin-nano", "a100"])

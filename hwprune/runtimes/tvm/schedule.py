@@ -194,6 +194,23 @@ class _ConvInfo:
         self.data_shape = [int(s) for s in self.data.shape]
 
 
+def _channel_lanes(f: int, lanes: int) -> int:
+    """Lanes per output-channel block: the widest register that needs the fewest blocks.
+
+    A count that is not a multiple is padded (zero weights) and needs at least two
+    blocks, so that the per-tile accumulator keeps a whole register per column.
+    """
+    best = None
+    cand = lanes
+    while cand >= 4:
+        blocks = -(-f // cand)
+        if f % cand == 0 or blocks >= 2:
+            if best is None or blocks < best[0]:
+                best = (blocks, cand)
+        cand //= 2
+    return best[1] if best else lanes
+
+
 def _layout_index_map(lanes: int) -> Any:
     return lambda o, i, h, w: (o // lanes, i, h, w, o % lanes)
 
@@ -206,6 +223,7 @@ def _schedule_conv(sch: Any, block: Any, lanes: int) -> str:
     epi = _inline_epilogue(sch, block)
     pads = _producers_chain_pad(sch, block)
     f = info.f
+    lanes = _channel_lanes(f, lanes)
     fpad = -(-f // lanes) * lanes
     # weight: [O, I, KH, KW] -> [O/lanes, I, KH, KW, lanes] at compile time
     wblock = sch.cache_read(block, info.weight_read_index, "global")

@@ -151,8 +151,23 @@ def _schedule_spatial_loops(sch: Any, block: Any, lanes: int) -> None:
     if inner % lanes == 0:
         _, vi = sch.split(loops[-1], [None, lanes])
         sch.vectorize(vi)
-    elif 1 < inner <= 2 * lanes:
+    elif 1 < inner <= 8 * lanes:  # LLVM splits a long vector into registers + a tail
         sch.vectorize(loops[-1])
+
+
+def _schedule_pad(sch: Any, block: Any, lanes: int, outer: int = 0) -> None:
+    """The zero-padded input copy: a fill + an unconditional copy, both vectorized.
+    ``outer``: loops of the block that belong to where it was computed at."""
+    loops = sch.get_loops(block)
+    blocks = [block]
+    if len(loops) > outer:
+        try:
+            fill = sch.decompose_padding(block, loops[outer])
+            blocks = [fill, block]
+        except Exception:  # noqa: BLE001  (not a padding pattern: keep it as it is)
+            pass
+    for b in blocks:
+        _schedule_spatial_loops(sch, b, lanes)
 
 
 # --------------------------------------------------------------------------- conv2d
@@ -217,9 +232,8 @@ def _layout_index_map(lanes: int) -> Any:
 
 def _schedule_conv(sch: Any, block: Any, lanes: int) -> str:
     info = _ConvInfo(sch, block)
-    if info.grouped:
-        if info.c <= 4:   # depthwise-like: too little reduction to block channels
-            return _schedule_depthwise(sch, block, info, lanes)
+    if info.grouped:  # per-group input channels: vectorize along columns instead
+        return _schedule_depthwise(sch, block, info, lanes)
     epi = _inline_epilogue(sch, block)
     pads = _producers_chain_pad(sch, block)
     f = info.f
@@ -257,13 +271,166 @@ def _schedule_conv(sch: Any, block: Any, lanes: int) -> str:
         # channels innermost so each accumulator is one contiguous vector register
         sch.transform_layout(block, ("write", 0), lambda n, f, y, x: (n, y, x, f))
     for p in pads:  # keep the padded copy materialized: cheap, keeps the inner loop branch-free
-        _schedule_spatial_loops(sch, p, lanes)
+        _schedule_pad(sch, p, lanes)
     sch.decompose_reduction(block, rc)
     return "conv2d"
 
 
+def _row_tile(ow: int, lanes: int) -> int:
+    """Output columns computed as one vector (or a few) by the row-vectorized rules."""
+    for t in (2 * lanes, lanes):
+        if ow % t == 0 and ow > t:
+            return t
+    if ow <= 2 * lanes:
+        return ow
+    for t in range(2 * lanes, lanes // 2, -1):
+        if ow % t == 0:
+            return t
+    return lanes  # guarded tail
+
+
 def _schedule_depthwise(sch: Any, block: Any, info: _ConvInfo, lanes: int) -> str:
-    raise ValueError("depthwise not yet")
+    """Grouped/depthwise conv: vectorize along output columns, accumulate in registers.
+
+    Each output channel reads its own input channels, so blocking output channels into
+    vector lanes would gather; a row of output columns is contiguous (stride 1) instead.
+    """
+    epi = _inline_epilogue(sch, block)
+    pads = _producers_chain_pad(sch, block)
+    n, fl, y, x, rc, ry, rx = sch.get_loops(block)
+    t = _row_tile(info.ow, lanes)
+    xo, xi = sch.split(x, [None, t])
+    sch.reorder(n, fl, y, xo, rc, ry, rx, xi)
+    sch.vectorize(xi)
+    if info.kh * info.kw <= 49:
+        sch.unroll(ry)
+        sch.unroll(rx)
+    if epi is not None:
+        sch.reverse_compute_at(epi, xo, preserve_unit_loops=True)
+        sch.set_scope(block, 0, "local")
+        eloops = sch.get_loops(epi)
+        sch.vectorize(eloops[-1])
+    for p in pads:
+        if info.c == 1:  # depthwise: one channel's padded plane at a time stays in cache
+            sch.compute_at(p, fl, preserve_unit_loops=True)
+            _schedule_pad(sch, p, lanes, outer=2)
+        else:
+            _schedule_pad(sch, p, lanes)
+    sch.decompose_reduction(block, rc)
+    return "depthwise" if info.c == 1 else "grouped_conv2d"
+
+
+# --------------------------------------------------------------------------- dense
+
+def _dense_info(sch: Any, block: Any) -> tuple[int, int, int, int] | None:
+    """(n position among iters, k position, weight read index, n is weight dim 0?) of a
+    batch-1 matmul block ``out[.., n] += x[.., k] * w[k, n]`` (or ``w[n, k]``)."""
+    b = sch.get(block)
+    ivs = list(b.iter_vars)
+    kinds = ["S" if int(iv.iter_type) == 0 else "R" for iv in ivs]
+    if kinds.count("R") != 1 or len(b.writes) != 1:
+        return None
+    ext = [int(iv.dom.extent) for iv in ivs]
+    big = [i for i, k in enumerate(kinds) if k == "S" and ext[i] > 1]
+    if len(big) != 1:
+        return None
+    npos, kpos = big[0], kinds.index("R")
+    vn, vk = ivs[npos].var, ivs[kpos].var
+    out = b.writes[0].source
+    reads = [r for r in b.reads if not r.source.same_as(out)]
+    if len(reads) != 2:
+        return None
+    for ri, r in enumerate(b.reads):
+        idx = [rg.min for rg in r.region]
+        if len(idx) != 2 or any(_var_of(e) is None for e in idx):
+            continue
+        if idx[0].same_as(vk) and idx[1].same_as(vn):
+            return npos, kpos, ri, 0
+        if idx[0].same_as(vn) and idx[1].same_as(vk):
+            return npos, kpos, ri, 1
+    return None
+
+
+def _schedule_dense(sch: Any, block: Any, lanes: int) -> str:
+    """Batch-1 dense: output features in vector lanes, weight re-laid out at compile
+    time to ``[N/lanes, K, lanes]`` (zero-padded), accumulator in a register."""
+    npos, kpos, wi, n_first = _dense_info(sch, block)
+    b = sch.get(block)
+    nn = int(b.iter_vars[npos].dom.extent)
+    lanes = _channel_lanes(nn, lanes)
+    npad = -(-nn // lanes) * lanes
+    epi = _inline_epilogue(sch, block)
+    wblock = sch.cache_read(block, wi, "global")
+    if n_first:
+        imap = lambda n, k: (n // lanes, k, n % lanes)  # noqa: E731
+    else:
+        imap = lambda k, n: (n // lanes, k, n % lanes)  # noqa: E731
+    sch.transform_layout(block, ("read", wi), imap, pad_value=0.0 if npad != nn else None)
+    sch.annotate(wblock, "meta_schedule.layout_rewrite_preproc", 1)
+    loops = sch.get_loops(block)
+    no, ni = sch.split(loops[npos], [None, lanes], disable_predication=npad != nn)
+    k = loops[kpos]
+    others = [lp for i, lp in enumerate(loops) if i not in (npos, kpos)]
+    sch.reorder(*others, no, k, ni)
+    sch.vectorize(ni)
+    if epi is not None:
+        sch.reverse_compute_at(epi, no, preserve_unit_loops=True)
+        sch.set_scope(block, 0, "local")
+    sch.decompose_reduction(block, k)
+    return "dense"
+
+
+# --------------------------------------------------------------------------- pooling
+
+def _pool_like(sch: Any, block: Any) -> bool:
+    """A reduction block reading one buffer (max/avg pooling, mean): no weight."""
+    b = sch.get(block)
+    out = b.writes[0].source if len(b.writes) == 1 else None
+    reads = [r for r in b.reads if out is None or not r.source.same_as(out)]
+    kinds = "".join("S" if int(iv.iter_type) == 0 else "R" for iv in b.iter_vars)
+    return out is not None and len(reads) == 1 and "R" in kinds and kinds.index("R") >= kinds.count("S")
+
+
+def _schedule_pool(sch: Any, block: Any, lanes: int) -> str:
+    """Pooling / spatial mean: innermost output axis with extent > 1 in vector lanes,
+    reduction loops outside it, accumulator in registers, epilogue per tile."""
+    b = sch.get(block)
+    ext = [int(iv.dom.extent) for iv in b.iter_vars]
+    kinds = ["S" if int(iv.iter_type) == 0 else "R" for iv in b.iter_vars]
+    spatial = [i for i, k in enumerate(kinds) if k == "S"]
+    red = [i for i, k in enumerate(kinds) if k == "R"]
+    vec = [i for i in spatial if ext[i] > 1]
+    epi = _inline_epilogue(sch, block)
+    pads = _producers_chain_pad(sch, block)
+    loops = sch.get_loops(block)
+    if not vec:
+        return "pool"
+    v = vec[-1]
+    t = _row_tile(ext[v], lanes)
+    vo, vi = sch.split(loops[v], [None, t])
+    order = [loops[i] for i in spatial if i != v] + [vo] + [loops[i] for i in red] + [vi]
+    sch.reorder(*order)
+    sch.vectorize(vi)
+    if epi is not None:
+        sch.reverse_compute_at(epi, vo, preserve_unit_loops=True)
+        sch.set_scope(block, 0, "local")
+        sch.vectorize(sch.get_loops(epi)[-1])
+    for p in pads:
+        _schedule_pad(sch, p, lanes)
+    sch.decompose_reduction(block, loops[red[0]])
+    return "pool"
+
+
+def _schedule_injective(sch: Any, blocks: list[Any], lanes: int) -> str:
+    """Only spatial blocks (reshape, add, ...): inline into the last, vectorize it."""
+    for b in blocks[:-1]:
+        sch.compute_inline(b)
+    last = blocks[-1]
+    loops = sch.get_loops(last)
+    if len(loops) > 1:
+        sch.fuse(*loops)
+    _schedule_spatial_loops(sch, last, lanes)
+    return "elementwise"
 
 
 # --------------------------------------------------------------------------- driver
@@ -273,14 +440,28 @@ def _schedule_func(func: Any, lanes: int, target: Any) -> tuple[Any, str]:
     sch = tvm.s_tir.Schedule(func)
     blocks = sch.get_child_blocks(sch.get_sblock("root")) if _has_root(sch) else []
     reductions = [b for b in blocks if not _is_spatial(sch, b)]
-    for b in reductions:
-        try:
-            _ConvInfo(sch, b)
-        except ValueError:
-            continue
+    if len(reductions) != 1:
+        if not reductions and blocks:
+            try:
+                return sch.mod["main"], _schedule_injective(sch, blocks, lanes)
+            except Exception:  # noqa: BLE001
+                return func, "fallback"
+        return func, "fallback"
+    b = reductions[0]
+    try:
+        _ConvInfo(sch, b)
+        is_conv = True
+    except ValueError:
+        is_conv = False
+    if is_conv:
         rule = _schedule_conv(sch, b, lanes)
-        return sch.mod["main"], rule
-    return func, "fallback"
+    elif _dense_info(sch, b) is not None:
+        rule = _schedule_dense(sch, b, lanes)
+    elif _pool_like(sch, b):
+        rule = _schedule_pool(sch, b, lanes)
+    else:
+        return func, "fallback"
+    return sch.mod["main"], rule
 
 
 def _has_root(sch: Any) -> bool:

@@ -155,9 +155,12 @@ def _schedule_spatial_loops(sch: Any, block: Any, lanes: int) -> None:
         sch.vectorize(loops[-1])
 
 
-def _schedule_pad(sch: Any, block: Any, lanes: int, outer: int = 0) -> None:
+def _schedule_pad(sch: Any, block: Any, lanes: int, outer: int = 0,
+                  deinterleaved: bool = False) -> None:
     """The zero-padded input copy: a fill + an unconditional copy, both vectorized.
-    ``outer``: loops of the block that belong to where it was computed at."""
+    ``outer``: loops of the block that belong to where it was computed at.
+    ``deinterleaved``: the copy writes even/odd columns apart; its column loop is split
+    by 2 with the parity outside, and left for LLVM (stride-2 loads, contiguous stores)."""
     loops = sch.get_loops(block)
     blocks = [block]
     if len(loops) > outer:
@@ -166,6 +169,14 @@ def _schedule_pad(sch: Any, block: Any, lanes: int, outer: int = 0) -> None:
             blocks = [fill, block]
         except Exception:  # noqa: BLE001  (not a padding pattern: keep it as it is)
             pass
+    if deinterleaved and len(blocks) == 2:
+        cl = sch.get_loops(block)
+        ext = _int(sch.get(cl[-1]).extent)
+        if ext is not None and ext % 2 == 0:
+            j, q = sch.split(cl[-1], [None, 2])
+            sch.reorder(q, j)
+            _schedule_spatial_loops(sch, blocks[0], lanes)
+            return
     for b in blocks:
         _schedule_spatial_loops(sch, b, lanes)
 
@@ -310,10 +321,22 @@ def _schedule_depthwise(sch: Any, block: Any, info: _ConvInfo, lanes: int) -> st
         sch.set_scope(block, 0, "local")
         eloops = sch.get_loops(epi)
         sch.vectorize(eloops[-1])
+    in_w = info.data_shape[3]
+    stride = (in_w - info.kw) // (info.ow - 1) if info.ow > 1 else 1
     for p in pads:
+        deint = False
+        if stride == 2 and len(pads) == 1:
+            # even and odd columns apart: stride-2 taps become contiguous vector loads
+            try:
+                sch.transform_layout(p, ("write", 0),
+                                     lambda n, c, h, w: (n, c, h, w % 2, w // 2),
+                                     pad_value=0.0 if in_w % 2 else None)
+                deint = True
+            except Exception:  # noqa: BLE001
+                pass
         if info.c == 1:  # depthwise: one channel's padded plane at a time stays in cache
             sch.compute_at(p, fl, preserve_unit_loops=True)
-            _schedule_pad(sch, p, lanes, outer=2)
+            _schedule_pad(sch, p, lanes, outer=2, deinterleaved=deint)
         else:
             _schedule_pad(sch, p, lanes)
     sch.decompose_reduction(block, rc)

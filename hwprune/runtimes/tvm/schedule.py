@@ -23,8 +23,8 @@ Rules (report names):
   the epilogue is computed per tile. Channel counts that are not a multiple of the
   lane count are padded in the weight layout and guarded on write-back.
 * ``depthwise``   -- depthwise / small-group conv, vectorized along output columns.
-* ``dense``       -- batch-1 matmul / dense (+ bias, ReLU): dlight's CPU GEMV, or a
-  lane-blocked schedule when the weight is not laid out for it.
+* ``dense``       -- batch-1 matmul / dense (+ bias, ReLU): output features in vector
+  lanes, weight re-laid out to ``[N/lanes, K, lanes]`` at compile time.
 * ``pool``        -- max/avg pooling and global average pooling (``mean``).
 * ``elementwise`` -- injective functions (reshape, add, ...): fused loops, vectorized.
 * ``fallback``    -- anything else: left to TVM's default lowering.
@@ -33,7 +33,6 @@ tvm is imported lazily (``import tvm`` costs seconds).
 """
 from __future__ import annotations
 
-import copy
 from typing import Any
 
 __all__ = ["vector_lanes", "schedule_module", "compile_fast"]
@@ -500,7 +499,8 @@ def schedule_module(mod: Any, target: dict[str, Any]) -> tuple[Any, dict[str, st
 
     ``mod`` is a relax IRModule after ``relax.get_pipeline("zero")``; it is not
     modified. The report maps each PrimFunc name to the rule that scheduled it or
-    ``"fallback"`` (left to TVM's default lowering).
+    ``"fallback"`` (left to TVM's default lowering); when a rule matched but failed to
+    apply, the function falls back and ``report["_errors"][name]`` says why.
     """
     tvm = _tvm()
     lanes = vector_lanes(target)

@@ -1,0 +1,545 @@
+"""Hand-written TensorIR schedules for CPU (``llvm``) targets, no tuning needed.
+
+In the spirit of TVM's ``dlight``: each rule recognises one kind of fused PrimFunc that
+``relax.get_pipeline("zero")`` (legalize, fold constants, FuseOps, FuseTIR) makes out of
+an hwprune model and schedules it for the target's vector width. Functions no rule
+matches keep TVM's default lowering (correct, just slow) and are reported as
+``"fallback"``.
+
+Public API:
+
+* :func:`vector_lanes` -- fp32 lanes of one SIMD register for a target dict.
+* :func:`schedule_module` -- schedule every PrimFunc of a fused relax module.
+* :func:`compile_fast` -- ONNX bytes (or a relax module) -> executable, in seconds.
+
+Rules (report names):
+
+* ``conv2d``      -- NCHW conv (1x1, kxk, strided, grouped with enough channels per
+  group) with its fused epilogue (bias, folded batchnorm, ReLU/ReLU6 clip, residual
+  add). Output channels are split into register-wide blocks (vectorized), output
+  columns (or rows x columns when the image is narrow) into an unrolled register tile,
+  the weight is re-laid out to ``[O/lanes, I, KH, KW, lanes]`` at compile time
+  (``meta_schedule.layout_rewrite_preproc``), the accumulator lives in registers and
+  the epilogue is computed per tile. Channel counts that are not a multiple of the
+  lane count are padded in the weight layout and guarded on write-back.
+* ``depthwise``   -- depthwise / small-group conv, vectorized along output columns.
+* ``dense``       -- batch-1 matmul / dense (+ bias, ReLU): output features in vector
+  lanes, weight re-laid out to ``[N/lanes, K, lanes]`` at compile time.
+* ``pool``        -- max/avg pooling and global average pooling (``mean``).
+* ``elementwise`` -- injective functions (reshape, add, ...): fused loops, vectorized.
+* ``fallback``    -- anything else: left to TVM's default lowering.
+
+tvm is imported lazily (``import tvm`` costs seconds).
+"""
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = ["vector_lanes", "schedule_module", "compile_fast"]
+
+_AVX512_CPUS = ("skylake-avx512", "cascadelake", "cooperlake", "icelake", "icelake-client",
+                "icelake-server", "tigerlake", "sapphirerapids", "emeraldrapids", "graniterapids",
+                "rocketlake", "cannonlake", "znver4", "znver5", "knl", "knm", "diamondrapids",
+                "alderlake-avx512", "x86-64-v4")
+_AVX2_CPUS = ("haswell", "broadwell", "skylake", "alderlake", "raptorlake", "meteorlake",
+              "arrowlake", "lunarlake", "znver1", "znver2", "znver3", "x86-64-v3", "core-avx2",
+              "coffeelake", "kabylake", "cometlake", "gracemont", "sierraforest", "grandridge",
+              "bdver4", "goldmont")
+
+
+def _tvm() -> Any:
+    import tvm  # noqa: PLC0415  (lazy on purpose: seconds to import)
+    from tvm import relax, s_tir  # noqa: F401,PLC0415
+    return tvm
+
+
+# --------------------------------------------------------------------------- target
+
+def vector_lanes(target: dict[str, Any]) -> int:
+    """fp32 lanes of one vector register on ``target`` (a TVM target JSON dict).
+
+    16 with AVX-512 (an AVX-512 ``mcpu`` or ``+avx512f`` in ``mattr``), 8 with AVX2,
+    4 on aarch64/NEON and 4 for anything unknown.
+
+    >>> vector_lanes({"kind": "llvm", "mcpu": "skylake-avx512"})
+    16
+    >>> vector_lanes({"kind": "llvm", "mtriple": "aarch64-linux-gnu"})
+    4
+    """
+    mcpu = str(target.get("mcpu", "")).lower()
+    mattr = target.get("mattr", [])
+    if isinstance(mattr, str):
+        mattr = mattr.split(",")
+    attrs = {str(a).strip().lower() for a in mattr}
+    triple = str(target.get("mtriple", "")).lower()
+    if triple.startswith(("aarch64", "arm64")) or "+neon" in attrs:
+        return 4
+    if "+avx512f" in attrs or mcpu in _AVX512_CPUS:
+        return 16
+    if "+avx2" in attrs or mcpu in _AVX2_CPUS:
+        return 8
+    return 4
+
+
+# --------------------------------------------------------------------------- helpers
+
+def _int(x: Any) -> int | None:
+    try:
+        return int(x)
+    except (TypeError, ValueError):
+        return None
+
+
+def _var_of(expr: Any) -> Any:
+    """The Var if ``expr`` is a plain variable, else None."""
+    tvm = _tvm()
+    return expr if isinstance(expr, tvm.tirx.Var) else None
+
+
+def _uses(expr: Any, var: Any) -> bool:
+    tvm = _tvm()
+    return any(v.same_as(var) for v in tvm.tirx.analysis.undefined_vars(expr))
+
+
+def _producers_chain_pad(sch: Any, block: Any) -> list[Any]:
+    return [p for p in sch.get_producers(block) if _is_spatial(sch, p)]
+
+
+def _is_spatial(sch: Any, block: Any) -> bool:
+    b = sch.get(block)
+    return all(int(iv.iter_type) == 0 for iv in b.iter_vars)
+
+
+def _inline_epilogue(sch: Any, block: Any) -> Any | None:
+    """Inline the elementwise chain after ``block`` into its last block; return that
+    last block (None if there is no epilogue). Raises if the chain is not a line."""
+    chain = []
+    cur = block
+    while True:
+        cons = sch.get_consumers(cur)
+        if len(cons) == 0:
+            break
+        if len(cons) != 1 or not _is_spatial(sch, cons[0]):
+            raise ValueError("epilogue is not a single elementwise chain")
+        cur = cons[0]
+        chain.append(cur)
+    for b in chain[:-1]:
+        sch.compute_inline(b)
+    return chain[-1] if chain else None
+
+
+def _pick_tile(n: int, lo: int, hi: int) -> int:
+    """A tile size in [lo, hi] that divides n (largest), else the one wasting least."""
+    if n <= hi:
+        return n
+    for t in range(hi, lo - 1, -1):
+        if n % t == 0:
+            return t
+    return min(range(lo, hi + 1), key=lambda t: ((-n) % t, -t))
+
+
+def _schedule_spatial_loops(sch: Any, block: Any, lanes: int) -> None:
+    """Fuse a spatial block's loops and vectorize the innermost ``lanes`` (with a guard)."""
+    loops = sch.get_loops(block)
+    if not loops:
+        return
+    ext = [_int(sch.get(lp).extent) for lp in loops]
+    if any(e is None for e in ext):
+        return
+    inner = ext[-1]
+    if inner % lanes == 0:
+        _, vi = sch.split(loops[-1], [None, lanes])
+        sch.vectorize(vi)
+    elif 1 < inner <= 8 * lanes:  # LLVM splits a long vector into registers + a tail
+        sch.vectorize(loops[-1])
+
+
+def _schedule_pad(sch: Any, block: Any, lanes: int, outer: int = 0,
+                  deinterleaved: bool = False) -> None:
+    """The zero-padded input copy: a fill + an unconditional copy, both vectorized.
+    ``outer``: loops of the block that belong to where it was computed at.
+    ``deinterleaved``: the copy writes even/odd columns apart; its column loop is split
+    by 2 with the parity outside, and left for LLVM (stride-2 loads, contiguous stores)."""
+    loops = sch.get_loops(block)
+    blocks = [block]
+    if len(loops) > outer:
+        try:
+            fill = sch.decompose_padding(block, loops[outer])
+            blocks = [fill, block]
+        except Exception:  # noqa: BLE001  (not a padding pattern: keep it as it is)
+            pass
+    if deinterleaved and len(blocks) == 2:
+        cl = sch.get_loops(block)
+        ext = _int(sch.get(cl[-1]).extent)
+        if ext is not None and ext % 2 == 0:
+            j, q = sch.split(cl[-1], [None, 2])
+            sch.reorder(q, j)
+            _schedule_spatial_loops(sch, blocks[0], lanes)
+            return
+    for b in blocks:
+        _schedule_spatial_loops(sch, b, lanes)
+
+
+# --------------------------------------------------------------------------- conv2d
+
+class _ConvInfo:
+    """What the conv rule needs from the reduction block of a legalized NCHW conv."""
+
+    def __init__(self, sch: Any, block: Any) -> None:
+        b = sch.get(block)
+        ivs = list(b.iter_vars)
+        kinds = "".join("S" if int(iv.iter_type) == 0 else "R" for iv in ivs)
+        if kinds != "SSSSRRR" or len(b.writes) != 1:
+            raise ValueError(f"not a conv2d block ({kinds})")
+        vn, vf, vy, vx, vc, vky, vkx = (iv.var for iv in ivs)
+        out = b.writes[0].source
+        reads = [r for r in b.reads if not r.source.same_as(out)]
+        if len(reads) != 2:
+            raise ValueError("conv2d block must read data and weight")
+        wi = None
+        for i, r in enumerate(reads):
+            idx = [rg.min for rg in r.region]
+            if len(idx) == 4 and all(_var_of(e) is not None and _var_of(e).same_as(v)
+                                     for e, v in zip(idx, (vf, vc, vky, vkx))):
+                wi = i
+        if wi is None:
+            raise ValueError("no [O, I, KH, KW] weight access")
+        self.weight = reads[wi].source
+        self.data = reads[1 - wi].source
+        didx = [rg.min for rg in reads[1 - wi].region]
+        self.grouped = _uses(didx[1], vf)
+        self.weight_read_index = [i for i, r in enumerate(b.reads)
+                                  if r.source.same_as(self.weight)][0]
+        self.shape = [int(iv.dom.extent) for iv in ivs]
+        n, f, oh, ow, c, kh, kw = self.shape
+        self.n, self.f, self.oh, self.ow, self.c, self.kh, self.kw = n, f, oh, ow, c, kh, kw
+        if n != 1 or len(out.shape) != 4:
+            raise ValueError("conv2d rule handles batch 1 NCHW")
+        # stride along x: coefficient of vx in the data column index
+        self.data_shape = [int(s) for s in self.data.shape]
+
+
+def _channel_lanes(f: int, lanes: int) -> int:
+    """Lanes per output-channel block: the widest register that needs the fewest blocks.
+
+    A count that is not a multiple is padded (zero weights) and needs at least two
+    blocks, so that the per-tile accumulator keeps a whole register per column.
+    """
+    best = None
+    cand = lanes
+    while cand >= 4:
+        blocks = -(-f // cand)
+        if f % cand == 0 or blocks >= 2:
+            if best is None or blocks < best[0]:
+                best = (blocks, cand)
+        cand //= 2
+    return best[1] if best else lanes
+
+
+def _layout_index_map(lanes: int) -> Any:
+    return lambda o, i, h, w: (o // lanes, i, h, w, o % lanes)
+
+
+def _schedule_conv(sch: Any, block: Any, lanes: int) -> str:
+    info = _ConvInfo(sch, block)
+    if info.grouped:  # per-group input channels: vectorize along columns instead
+        return _schedule_depthwise(sch, block, info, lanes)
+    epi = _inline_epilogue(sch, block)
+    pads = _producers_chain_pad(sch, block)
+    f = info.f
+    lanes = _channel_lanes(f, lanes)
+    fpad = -(-f // lanes) * lanes
+    # weight: [O, I, KH, KW] -> [O/lanes, I, KH, KW, lanes] at compile time
+    wblock = sch.cache_read(block, info.weight_read_index, "global")
+    sch.transform_layout(block, ("read", info.weight_read_index), _layout_index_map(lanes),
+                         pad_value=0.0 if fpad != f else None)
+    sch.annotate(wblock, "meta_schedule.layout_rewrite_preproc", 1)
+    n, fl, y, x, rc, ry, rx = sch.get_loops(block)
+    # padded lanes compute zeros (the weight is zero-padded): no guard in the hot loop,
+    # the write-back below is bounded by the epilogue's own region
+    fo, fi = sch.split(fl, [None, lanes], disable_predication=(fpad != f and not info.grouped))
+    ow, oh = info.ow, info.oh
+    if ow >= 8 or oh == 1:
+        t = _pick_tile(ow, 6, 14)
+        xo, xi = sch.split(x, [None, t])
+        sch.reorder(n, fo, y, xo, rc, ry, rx, xi, fi)
+        tile_loop = xo
+        outer = [n, fo, y]
+    else:  # narrow image (7x7 and smaller): tile rows x columns
+        rows = max(1, min(oh, 14 // ow))
+        yo, yi = sch.split(y, [None, rows])
+        sch.reorder(n, fo, yo, rc, ry, rx, yi, x, fi)
+        tile_loop = yo
+        outer = [n, fo]
+        xi = None
+    sch.vectorize(fi)
+    if xi is not None:
+        sch.unroll(xi)
+    if epi is not None:
+        sch.reverse_compute_at(epi, tile_loop, preserve_unit_loops=True)
+        sch.set_scope(block, 0, "local")
+        # channels innermost so each accumulator is one contiguous vector register
+        sch.transform_layout(block, ("write", 0), lambda n, f, y, x: (n, y, x, f))
+    for p in pads:  # keep the padded copy materialized: cheap, keeps the inner loop branch-free
+        _schedule_pad(sch, p, lanes)
+    sch.decompose_reduction(block, rc)
+    return "conv2d"
+
+
+def _row_tile(ow: int, lanes: int) -> int:
+    """Output columns computed as one vector (or a few) by the row-vectorized rules."""
+    for t in (2 * lanes, lanes):
+        if ow % t == 0 and ow > t:
+            return t
+    if ow <= 2 * lanes:
+        return ow
+    for t in range(2 * lanes, lanes // 2, -1):
+        if ow % t == 0:
+            return t
+    return lanes  # guarded tail
+
+
+def _schedule_depthwise(sch: Any, block: Any, info: _ConvInfo, lanes: int) -> str:
+    """Grouped/depthwise conv: vectorize along output columns, accumulate in registers.
+
+    Each output channel reads its own input channels, so blocking output channels into
+    vector lanes would gather; a row of output columns is contiguous (stride 1) instead.
+    """
+    epi = _inline_epilogue(sch, block)
+    pads = _producers_chain_pad(sch, block)
+    n, fl, y, x, rc, ry, rx = sch.get_loops(block)
+    t = _row_tile(info.ow, lanes)
+    xo, xi = sch.split(x, [None, t])
+    sch.reorder(n, fl, y, xo, rc, ry, rx, xi)
+    sch.vectorize(xi)
+    if info.kh * info.kw <= 49:
+        sch.unroll(ry)
+        sch.unroll(rx)
+    if epi is not None:
+        sch.reverse_compute_at(epi, xo, preserve_unit_loops=True)
+        sch.set_scope(block, 0, "local")
+        eloops = sch.get_loops(epi)
+        sch.vectorize(eloops[-1])
+    in_w = info.data_shape[3]
+    stride = (in_w - info.kw) // (info.ow - 1) if info.ow > 1 else 1
+    for p in pads:
+        deint = False
+        if stride == 2 and len(pads) == 1:
+            # even and odd columns apart: stride-2 taps become contiguous vector loads
+            try:
+                sch.transform_layout(p, ("write", 0),
+                                     lambda n, c, h, w: (n, c, h, w % 2, w // 2),
+                                     pad_value=0.0 if in_w % 2 else None)
+                deint = True
+            except Exception:  # noqa: BLE001
+                pass
+        if info.c == 1:  # depthwise: one channel's padded plane at a time stays in cache
+            sch.compute_at(p, fl, preserve_unit_loops=True)
+            _schedule_pad(sch, p, lanes, outer=2, deinterleaved=deint)
+        else:
+            _schedule_pad(sch, p, lanes)
+    sch.decompose_reduction(block, rc)
+    return "depthwise" if info.c == 1 else "grouped_conv2d"
+
+
+# --------------------------------------------------------------------------- dense
+
+def _dense_info(sch: Any, block: Any) -> tuple[int, int, int, int] | None:
+    """(n position among iters, k position, weight read index, n is weight dim 0?) of a
+    batch-1 matmul block ``out[.., n] += x[.., k] * w[k, n]`` (or ``w[n, k]``)."""
+    b = sch.get(block)
+    ivs = list(b.iter_vars)
+    kinds = ["S" if int(iv.iter_type) == 0 else "R" for iv in ivs]
+    if kinds.count("R") != 1 or len(b.writes) != 1:
+        return None
+    ext = [int(iv.dom.extent) for iv in ivs]
+    big = [i for i, k in enumerate(kinds) if k == "S" and ext[i] > 1]
+    if len(big) != 1:
+        return None
+    npos, kpos = big[0], kinds.index("R")
+    vn, vk = ivs[npos].var, ivs[kpos].var
+    out = b.writes[0].source
+    reads = [r for r in b.reads if not r.source.same_as(out)]
+    if len(reads) != 2:
+        return None
+    for ri, r in enumerate(b.reads):
+        idx = [rg.min for rg in r.region]
+        if len(idx) != 2 or any(_var_of(e) is None for e in idx):
+            continue
+        if idx[0].same_as(vk) and idx[1].same_as(vn):
+            return npos, kpos, ri, 0
+        if idx[0].same_as(vn) and idx[1].same_as(vk):
+            return npos, kpos, ri, 1
+    return None
+
+
+def _schedule_dense(sch: Any, block: Any, lanes: int) -> str:
+    """Batch-1 dense: output features in vector lanes, weight re-laid out at compile
+    time to ``[N/lanes, K, lanes]`` (zero-padded), accumulator in a register."""
+    npos, kpos, wi, n_first = _dense_info(sch, block)
+    b = sch.get(block)
+    nn = int(b.iter_vars[npos].dom.extent)
+    lanes = _channel_lanes(nn, lanes)
+    npad = -(-nn // lanes) * lanes
+    epi = _inline_epilogue(sch, block)
+    wblock = sch.cache_read(block, wi, "global")
+    if n_first:
+        imap = lambda n, k: (n // lanes, k, n % lanes)  # noqa: E731
+    else:
+        imap = lambda k, n: (n // lanes, k, n % lanes)  # noqa: E731
+    sch.transform_layout(block, ("read", wi), imap, pad_value=0.0 if npad != nn else None)
+    sch.annotate(wblock, "meta_schedule.layout_rewrite_preproc", 1)
+    loops = sch.get_loops(block)
+    no, ni = sch.split(loops[npos], [None, lanes], disable_predication=npad != nn)
+    k = loops[kpos]
+    others = [lp for i, lp in enumerate(loops) if i not in (npos, kpos)]
+    sch.reorder(*others, no, k, ni)
+    sch.vectorize(ni)
+    if epi is not None:
+        sch.reverse_compute_at(epi, no, preserve_unit_loops=True)
+        sch.set_scope(block, 0, "local")
+    sch.decompose_reduction(block, k)
+    return "dense"
+
+
+# --------------------------------------------------------------------------- pooling
+
+def _pool_like(sch: Any, block: Any) -> bool:
+    """A reduction block reading one buffer (max/avg pooling, mean): no weight."""
+    b = sch.get(block)
+    out = b.writes[0].source if len(b.writes) == 1 else None
+    reads = [r for r in b.reads if out is None or not r.source.same_as(out)]
+    kinds = "".join("S" if int(iv.iter_type) == 0 else "R" for iv in b.iter_vars)
+    return out is not None and len(reads) == 1 and "R" in kinds and kinds.index("R") >= kinds.count("S")
+
+
+def _schedule_pool(sch: Any, block: Any, lanes: int) -> str:
+    """Pooling / spatial mean: innermost output axis with extent > 1 in vector lanes,
+    reduction loops outside it, accumulator in registers, epilogue per tile."""
+    b = sch.get(block)
+    ext = [int(iv.dom.extent) for iv in b.iter_vars]
+    kinds = ["S" if int(iv.iter_type) == 0 else "R" for iv in b.iter_vars]
+    spatial = [i for i, k in enumerate(kinds) if k == "S"]
+    red = [i for i, k in enumerate(kinds) if k == "R"]
+    vec = [i for i in spatial if ext[i] > 1]
+    epi = _inline_epilogue(sch, block)
+    pads = _producers_chain_pad(sch, block)
+    loops = sch.get_loops(block)
+    if not vec:
+        return "pool"
+    v = vec[-1]
+    t = _row_tile(ext[v], lanes)
+    vo, vi = sch.split(loops[v], [None, t])
+    order = [loops[i] for i in spatial if i != v] + [vo] + [loops[i] for i in red] + [vi]
+    sch.reorder(*order)
+    sch.vectorize(vi)
+    if epi is not None:
+        sch.reverse_compute_at(epi, vo, preserve_unit_loops=True)
+        sch.set_scope(block, 0, "local")
+        sch.vectorize(sch.get_loops(epi)[-1])
+    for p in pads:
+        _schedule_pad(sch, p, lanes)
+    sch.decompose_reduction(block, loops[red[0]])
+    return "pool"
+
+
+def _schedule_injective(sch: Any, blocks: list[Any], lanes: int) -> str:
+    """Only spatial blocks (reshape, add, ...): inline into the last, vectorize it."""
+    for b in blocks[:-1]:
+        sch.compute_inline(b)
+    last = blocks[-1]
+    loops = sch.get_loops(last)
+    if len(loops) > 1:
+        sch.fuse(*loops)
+    _schedule_spatial_loops(sch, last, lanes)
+    return "elementwise"
+
+
+# --------------------------------------------------------------------------- driver
+
+def _schedule_func(func: Any, lanes: int, target: Any) -> tuple[Any, str]:
+    tvm = _tvm()
+    sch = tvm.s_tir.Schedule(func)
+    blocks = sch.get_child_blocks(sch.get_sblock("root")) if _has_root(sch) else []
+    reductions = [b for b in blocks if not _is_spatial(sch, b)]
+    if len(reductions) != 1:
+        if not reductions and blocks:
+            try:
+                return sch.mod["main"], _schedule_injective(sch, blocks, lanes)
+            except Exception:  # noqa: BLE001
+                return func, "fallback"
+        return func, "fallback"
+    b = reductions[0]
+    try:
+        _ConvInfo(sch, b)
+        is_conv = True
+    except ValueError:
+        is_conv = False
+    if is_conv:
+        rule = _schedule_conv(sch, b, lanes)
+    elif _dense_info(sch, b) is not None:
+        rule = _schedule_dense(sch, b, lanes)
+    elif _pool_like(sch, b):
+        rule = _schedule_pool(sch, b, lanes)
+    else:
+        return func, "fallback"
+    return sch.mod["main"], rule
+
+
+def _has_root(sch: Any) -> bool:
+    try:
+        sch.get_sblock("root")
+        return True
+    except Exception:  # noqa: BLE001
+        return False
+
+
+def schedule_module(mod: Any, target: dict[str, Any]) -> tuple[Any, dict[str, str]]:
+    """Schedule every PrimFunc of ``mod`` a rule matches; returns (new module, report).
+
+    ``mod`` is a relax IRModule after ``relax.get_pipeline("zero")``; it is not
+    modified. The report maps each PrimFunc name to the rule that scheduled it or
+    ``"fallback"`` (left to TVM's default lowering); when a rule matched but failed to
+    apply, the function falls back and ``report["_errors"][name]`` says why.
+    """
+    tvm = _tvm()
+    lanes = vector_lanes(target)
+    tgt = tvm.target.Target(target)
+    out = tvm.IRModule(dict(mod.functions_items()), attrs=mod.attrs)
+    report: dict[str, str] = {}
+    for gv, func in mod.functions_items():
+        if not isinstance(func, tvm.tirx.PrimFunc):
+            continue
+        name = gv.name_hint
+        try:
+            new, rule = _schedule_func(func, lanes, tgt)
+        except Exception as exc:  # noqa: BLE001  a rule that fails leaves the function alone
+            new, rule = func, "fallback"
+            report.setdefault("_errors", {})[name] = str(exc).strip().splitlines()[-1][:300]  # type: ignore[index]
+        if rule != "fallback":
+            new = new.with_attr("tirx.is_scheduled", True)
+            out[gv] = new
+        report[name] = rule
+    return out, report
+
+
+def compile_fast(model: Any, target: dict[str, Any]) -> Any:
+    """ONNX bytes (or a relax module) -> the executable ``tvm.compile`` returns.
+
+    ONNX is imported with weights as constants, run through ``relax.get_pipeline("zero")``,
+    scheduled by :func:`schedule_module`, then weight re-layouts are split out and folded
+    at compile time (``SplitLayoutRewritePreproc`` + ``FoldConstant``). ``target`` is a
+    TVM target dict (``"mcpu": "native"`` is resolved to this machine's CPU).
+    """
+    tvm = _tvm()
+    from tvm import relax  # noqa: PLC0415
+    from hwprune.compile import _tvm as tvmc  # noqa: PLC0415
+    target = tvmc.resolve_target(target)
+    mod = tvmc.import_onnx(model) if isinstance(model, (bytes, bytearray)) else model
+    mod = relax.get_pipeline("zero")(mod)
+    mod, report = schedule_module(mod, target)
+    mod = relax.transform.SplitLayoutRewritePreproc()(mod)
+    mod = relax.transform.FoldConstant()(mod)
+    exe = tvm.compile(mod, target=tvm.target.Target(target))
+    compile_fast.last_report = report  # type: ignore[attr-defined]
+    return exe

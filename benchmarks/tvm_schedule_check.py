@@ -32,7 +32,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from hwprune.compile import _tvm as tvmc  # noqa: E402
+from hwprune.runtimes import tvm as tvmc  # noqa: E402
 from hwprune.models import load_model  # noqa: E402
 from hwprune.onnx_export import to_onnx_bytes  # noqa: E402
 from hwprune.pruning import PruningSpace  # noqa: E402

@@ -98,7 +98,7 @@ def test_local_runner_times_kernels_and_survives_a_bad_one() -> None:
 
 
 def test_local_runner_kernel_timeout_fails_only_that_kernel() -> None:
-    slow = micro_conv(64, 64, 56)
+    slow = micro_conv(256, 256, 112)  # seconds of compile and runs, even with the schedule library
     proto = TimingProtocol(warmup=1, repeats=3, min_time_s=0.0, timeout_s=0.5)
     t0 = time.monotonic()
     with TvmLocalRunner(proto, target=HOST, retries=0) as runner:

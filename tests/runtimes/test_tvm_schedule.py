@@ -17,7 +17,7 @@ TARGET = {"kind": "llvm", "mcpu": "native", "num-cores": 1}
 
 def _check(model: nn.Module, shape: tuple[int, ...]) -> dict[str, str]:
     """Compile with compile_fast, compare with onnxruntime, return the rule report."""
-    from hwprune.compile import _tvm as tvmc
+    from hwprune.runtimes import tvm as tvmc
     torch.manual_seed(0)
     model = model.eval()
     for m in model.modules():  # non-trivial batchnorm statistics, folded by the export
@@ -167,7 +167,7 @@ def test_schedule_module_does_not_mutate_input():
     import tvm
     from tvm import relax
 
-    from hwprune.compile import _tvm as tvmc
+    from hwprune.runtimes import tvm as tvmc
     onnx_bytes = to_onnx_bytes(ConvBNAct(8, 16, 3, 1).eval(), (1, 8, 8, 8))
     mod = relax.get_pipeline("zero")(tvmc.import_onnx(onnx_bytes))
     before = mod.script(show_meta=True)

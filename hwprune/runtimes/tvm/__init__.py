@@ -283,9 +283,14 @@ def _load_cuda_stub() -> str:
 # --------------------------------------------------------------------------- build / tune
 
 def build(mod: Any, target: dict[str, Any], *, database_dir: str | os.PathLike | None = None,
-          cuda_info: dict[str, Any] | None = None) -> Any:
-    """Compile a relax module for ``target`` (a resolved dict). With ``database_dir``,
-    schedules from that MetaSchedule JSON database are applied; the rest use defaults."""
+          cuda_info: dict[str, Any] | None = None, schedules: bool = True) -> Any:
+    """Compile a relax module for ``target`` (a resolved dict).
+
+    CPU targets (``llvm``, host or cross) get hwprune's schedule library
+    (:mod:`hwprune.runtimes.tvm.schedule`) after legalization and fusion; with
+    ``database_dir``, functions that MetaSchedule tuned are compiled from their records
+    first and the library schedules the rest. ``schedules=False`` is TVM's plain default
+    pipeline (what ``tvm.compile`` does alone: correct, far slower on a CPU)."""
     tvm = import_tvm()
     tgt = _target(target)
     if target_kind(target) == "cuda" and cuda_info is None:
@@ -294,15 +299,32 @@ def build(mod: Any, target: dict[str, Any], *, database_dir: str | os.PathLike |
             raise CompileError(f"CUDA target {json.dumps(target)} has no 'arch'", "add e.g. \"arch\": \"sm_87\"")
         _enable_cuda_codegen(arch)
     try:
+        if target_kind(target) == "llvm" and schedules:
+            return _build_scheduled(tvm, mod, target, tgt, database_dir)
         if database_dir is not None and _has_records(database_dir):
             from tvm.s_tir import meta_schedule as ms  # noqa: PLC0415
-            db = _open_database(database_dir)
-            return ms.relax_integration.compile_relax(db, _fuse(mod), tgt, None)
+            return ms.relax_integration.compile_relax(_open_database(database_dir), _fuse(mod), tgt, None)
         return tvm.compile(mod, target=tgt)
     except Exception as exc:
         if isinstance(exc, (CompileError, MissingDependencyError)):
             raise
         raise CompileError(f"TVM failed to compile for {json.dumps(target)}: {_first_line(exc)}") from exc
+
+
+def _build_scheduled(tvm: Any, mod: Any, target: dict[str, Any], tgt: Any,
+                     database_dir: str | os.PathLike | None) -> Any:
+    from tvm import relax  # noqa: PLC0415
+
+    from hwprune.runtimes.tvm.schedule import schedule_module  # noqa: PLC0415
+
+    fused = _fuse(mod)
+    if database_dir is not None and _has_records(database_dir):
+        with tgt, _open_database(database_dir):  # tuned functions first, marked scheduled
+            fused = relax.transform.MetaScheduleApplyDatabase(enable_warning=False)(fused)
+    scheduled, _ = schedule_module(fused, target, skip_scheduled=True)
+    scheduled = relax.transform.SplitLayoutRewritePreproc()(scheduled)
+    scheduled = relax.transform.FoldConstant()(scheduled)
+    return tvm.compile(scheduled, target=tgt)
 
 
 def _fuse(mod: Any) -> Any:

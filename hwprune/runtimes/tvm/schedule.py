@@ -494,13 +494,16 @@ def _has_root(sch: Any) -> bool:
         return False
 
 
-def schedule_module(mod: Any, target: dict[str, Any]) -> tuple[Any, dict[str, str]]:
+def schedule_module(mod: Any, target: dict[str, Any], *, skip_scheduled: bool = False
+                    ) -> tuple[Any, dict[str, str]]:
     """Schedule every PrimFunc of ``mod`` a rule matches; returns (new module, report).
 
     ``mod`` is a relax IRModule after ``relax.get_pipeline("zero")``; it is not
     modified. The report maps each PrimFunc name to the rule that scheduled it or
     ``"fallback"`` (left to TVM's default lowering); when a rule matched but failed to
-    apply, the function falls back and ``report["_errors"][name]`` says why.
+    apply, the function falls back and ``report["_errors"][name]`` says why. With
+    ``skip_scheduled``, functions already marked scheduled (e.g. from tuning records) are
+    kept as they are (reported as ``"tuned"``).
     """
     tvm = _tvm()
     lanes = vector_lanes(target)
@@ -511,6 +514,10 @@ def schedule_module(mod: Any, target: dict[str, Any]) -> tuple[Any, dict[str, st
         if not isinstance(func, tvm.tirx.PrimFunc):
             continue
         name = gv.name_hint
+        if skip_scheduled and func.attrs is not None and any(
+                k in func.attrs for k in ("tir.is_scheduled", "tirx.is_scheduled")):
+            report[name] = "tuned"
+            continue
         try:
             new, rule = _schedule_func(func, lanes, tgt)
         except Exception as exc:  # noqa: BLE001  a rule that fails leaves the function alone
@@ -533,7 +540,7 @@ def compile_fast(model: Any, target: dict[str, Any]) -> Any:
     """
     tvm = _tvm()
     from tvm import relax  # noqa: PLC0415
-    from hwprune.compile import _tvm as tvmc  # noqa: PLC0415
+    from hwprune.runtimes import tvm as tvmc  # noqa: PLC0415
     target = tvmc.resolve_target(target)
     mod = tvmc.import_onnx(model) if isinstance(model, (bytes, bytearray)) else model
     mod = relax.get_pipeline("zero")(mod)

@@ -52,8 +52,6 @@ def runner_for(profile: DeviceProfile, protocol: TimingProtocol, *, command: str
             raise ConfigError(f"device '{profile.name}' has no tvm_target; TVM RPC cannot build for it")
         cc = (profile.cross_compiler or {}).get("cc")
         return make_runner("tvm-rpc", rpc, key, profile.tvm_target, protocol=protocol, cross_cc=cc)
-    if profile.measurable_here:
-        if spec.name == "tvm":
-            return make_runner("tvm-local", protocol, target=profile.tvm_target, threads=spec.threads)
+    if profile.measurable_here:  # this machine: the profile's runtime in this process
         return make_runner("local", spec, protocol)
     return None

@@ -739,7 +739,8 @@ def vm_session(exe: Any, inputs: Sequence[OnnxInput]) -> Session:
 
 class TvmRuntime(Runtime):
     """TVM on this machine: each model compiled for the profile's target (this CPU's
-    LLVM by default) and run in a relax VirtualMachine with the profile's threads.
+    LLVM by default, with hwprune's schedule library) and run in a relax VirtualMachine
+    with the profile's threads.
 
     Kernel keys still follow onnxruntime's fusions (the tables of TVM devices are keyed
     that way), so :meth:`kernels` reads onnxruntime's graph.
@@ -754,9 +755,11 @@ class TvmRuntime(Runtime):
     def facts(self) -> dict[str, Any]:
         import platform  # noqa: PLC0415
 
-        return {"machine": platform.node(), "arch": platform.machine(), "cpu": self.target.get("mcpu"),
+        from hwprune.runtimes.ort import cpu_model  # noqa: PLC0415
+
+        return {"machine": platform.node(), "arch": platform.machine(), "cpu": cpu_model(),
                 "runtime": "tvm", "runtime_version": tvm_version(), "target": self.target,
-                "threads": self.threads}
+                "schedules": "hwprune schedule library", "threads": self.threads}
 
     def session(self, model: bytes | str) -> Session:
         if is_cross(self.target):

@@ -54,10 +54,10 @@ from hwprune.latency import LatencyTable, open_predictor
 from hwprune.models import load_model
 from hwprune.onnx_export import to_onnx_bytes
 from hwprune.search._budget import Budget
-from hwprune.search._data import load_fashion_mnist
+from hwprune.task._data import load_fashion_mnist
 from hwprune.search._run import KD_ALPHA, KD_TEMPERATURE, finalist_plans, finetune_finalists
 from hwprune.search._study import UNIFORM_RATIOS, AccuracyScorer, PlanSearch, widest_uniform_plan
-from hwprune.search._train import evaluate
+from hwprune.task._train import evaluate
 
 OUT = Path(__file__).parent / "results"
 METHODS = ("uniform", "random", "hwprune", "uniform_over")

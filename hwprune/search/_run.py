@@ -66,7 +66,7 @@ def fresh_train_loader(loader: Any) -> Any:
     """A copy of a :class:`TensorLoader` restarted at its seed, so every fine-tune sees
     the same batches in the same order whatever ran before (other loaders pass through).
     """
-    from hwprune.search._data import TensorLoader
+    from hwprune.task._data import TensorLoader
 
     if not isinstance(loader, TensorLoader):
         return loader
@@ -88,7 +88,7 @@ def estimated_table_warning(table_kind: str, device: str, model_spec: str) -> st
 
 def _load_task(task: str | None, data_dir: str | os.PathLike | None, input_shape: tuple[int, ...],
                model_id: str):
-    from hwprune.search._data import load_fashion_mnist, load_user_task
+    from hwprune.task._data import load_fashion_mnist, load_user_task
 
     if task:
         data = load_user_task(task)
@@ -218,7 +218,7 @@ def finetune_finalists(space: Any, finalists: list[tuple[str, PruningPlan]], dat
     Returns the winner's index, its fine-tuned model and one row per finalist (label,
     validation accuracy, fine-tune seconds). Ties go to the earlier finalist.
     """
-    from hwprune.search._train import adaptive_bn, evaluate, finetune
+    from hwprune.task._train import adaptive_bn, evaluate, finetune
 
     best_i, best_model, best_val, rows = -1, None, -1.0, []
     for i, (label, plan) in enumerate(finalists):
@@ -279,7 +279,7 @@ def run_search(*, model: str, weights: str | os.PathLike | None = None,
     from hwprune.models import load_model
     from hwprune.onnx_export import check_onnx, to_onnx_bytes
     from hwprune.search._plot import plot_trials
-    from hwprune.search._train import adaptive_bn, evaluate, finetune
+    from hwprune.task._train import adaptive_bn, evaluate, finetune
 
     say = log or (lambda _msg: None)
     t_start = time.perf_counter()

@@ -221,7 +221,7 @@ class AccuracyScorer:
         self.calls = 0
 
     def __call__(self, plan: PruningPlan) -> float:
-        from hwprune.search._train import adaptive_bn, evaluate, finetune
+        from hwprune.task._train import adaptive_bn, evaluate, finetune
 
         self.calls += 1
         model = self.space.apply(plan)

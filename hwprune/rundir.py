@@ -129,7 +129,7 @@ class RunDir:
         database, not in the journal) skips that check. Nothing is created on disk yet.
         """
         run = cls(path)
-        if not shared_study and run.file(cls.JOURNAL).is_file() and not resume:
+        if not shared_study and run.has_study and not resume:
             raise ConfigError(f"run directory '{run.path}' already holds a search ({cls.JOURNAL})",
                               "pass --resume to continue it, or choose another --run-dir")
         return run
@@ -144,6 +144,12 @@ class RunDir:
         return run
 
     # ---- reading -----------------------------------------------------------------------
+    @property
+    def has_study(self) -> bool:
+        """Whether the directory holds a search's study journal (with trials or a study)."""
+        journal = self.file(self.JOURNAL)
+        return journal.is_file() and journal.stat().st_size > 0
+
     def read_summary(self) -> RunSummary:
         path = self.file(self.SUMMARY)
         try:

@@ -38,11 +38,14 @@ demo model one is profiled into a temporary folder first (about a minute).
 from __future__ import annotations
 
 import argparse
+import shutil
 import statistics
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Callable
 
 import pandas as pd
 import torch
@@ -53,14 +56,14 @@ from hwprune.errors import TableError
 from hwprune.latency import LatencyTable, open_predictor
 from hwprune.models import load_model
 from hwprune.onnx_export import to_onnx_bytes
-from hwprune.search._budget import Budget
-from hwprune.search._data import load_fashion_mnist
-from hwprune.search._run import KD_ALPHA, KD_TEMPERATURE, finalist_plans, finetune_finalists
-from hwprune.search._study import UNIFORM_RATIOS, AccuracyScorer, PlanSearch, widest_uniform_plan
-from hwprune.search._train import evaluate
+from hwprune.rundir import RunDir
+from hwprune.search import (UNIFORM_RATIOS, AccuracyScorer, Budget, PlanSearch, finalist_plans,
+                            finetune_finalists, widest_uniform_plan)
+from hwprune.task import FinetuneRecipe, TaskData, evaluate, load_fashion_mnist
 
 OUT = Path(__file__).parent / "results"
 METHODS = ("uniform", "random", "hwprune", "uniform_over")
+Log = Callable[[str], None]
 
 
 def md_table(df: pd.DataFrame) -> str:
@@ -116,7 +119,7 @@ def equal_latency_rows(df: pd.DataFrame) -> list[dict]:
     return out
 
 
-def predictor_for(analysis, tables: str | None, log) -> tuple[object, str]:
+def predictor_for(analysis, tables: str | None, log) -> tuple[Any, str]:
     """The host predictor; profiles the demo into a temp folder when no table serves."""
     try:
         return open_predictor(analysis, "host", tables), str(tables or "latency_tables/")
@@ -127,13 +130,13 @@ def predictor_for(analysis, tables: str | None, log) -> tuple[object, str]:
 
     d = Path(tempfile.mkdtemp(prefix="hwprune-bench-tables-"))
     t0 = time.perf_counter()
-    runner = LocalRunner(threads=load_profile("host").threads)
+    runner = LocalRunner(load_profile("host").local_runtime())  # the profile's runtime and threads
     profile_model(analysis, LatencyTable.load(d, "host", create=True), runner, progress=False)
     log(f"profiled in {time.perf_counter() - t0:.0f} s into {d}")
     return open_predictor(analysis, "host", d), str(d)
 
 
-def main() -> int:
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--budgets", nargs="+", default=["50%", "30%"],
                     help="latency budgets (default: 50%% 30%% of the dense predicted latency)")
@@ -151,95 +154,141 @@ def main() -> int:
     ap.add_argument("--tables", default=None, help="latency table folder (default: the shipped one)")
     ap.add_argument("--data", default=None, help="Fashion-MNIST folder")
     ap.add_argument("--out", type=Path, default=OUT)
-    args = ap.parse_args()
-    torch.set_num_threads(args.threads)
+    return ap.parse_args(argv)
 
-    def log(msg: str) -> None:
-        print(msg, file=sys.stderr, flush=True)
 
-    t_all = time.perf_counter()
+@dataclass
+class Bench:
+    """The demo model, its host predictor, the task and the dense reference figures."""
+
+    lm: Any
+    analysis: Any
+    profile: Any
+    predictor: Any
+    table_dir: str
+    task: TaskData
+    dense_ms: float
+    dense_test: float
+    dense_measured: float
+
+    @property
+    def space(self) -> Any:
+        return self.analysis.space
+
+    @property
+    def dense(self) -> torch.nn.Module:
+        return self.lm.model
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return tuple(self.lm.input_shape)
+
+
+def load_bench(args: argparse.Namespace, log: Log) -> Bench:
     lm = load_model("demo")
     if lm.weights is None:
         log("WARNING: the demo model has no trained weights; accuracies are meaningless")
     analysis = analyze(lm)
-    space = analysis.space
     profile = load_profile("host")
     predictor, table_dir = predictor_for(analysis, args.tables, log)
     task = load_fashion_mnist(args.data)
     dense = lm.model.eval()
-    shape = tuple(lm.input_shape)
-    dense_ms = predictor.predict_ms(space.dense_plan())
+    dense_ms = predictor.predict_ms(analysis.space.dense_plan())
     dense_test = evaluate(dense, task.test)
-    dense_measured = profile.local_runtime().measure_latencies([to_onnx_bytes(dense, shape)], seconds=0.5)[0]["median_ms"]
+    dense_measured = profile.local_runtime().measure_latencies(
+        [to_onnx_bytes(dense, tuple(lm.input_shape))], seconds=0.5)[0]["median_ms"]
     log(f"dense: test {dense_test:.4f}, predicted {dense_ms:.4g} ms, measured {dense_measured:.4g} ms "
         f"(table {predictor.table.kind})")
+    return Bench(lm, analysis, profile, predictor, table_dir, task, dense_ms, dense_test, dense_measured)
 
+
+def search_picks(bench: Bench, args: argparse.Namespace, budget_text: str, budget: Budget, seed: int,
+                 work: Path, log: Log) -> dict[str, tuple]:
+    """Per method: ``(finalists, top search val accuracy, search s, evaluated, proposed)``."""
+    space = bench.space
+    uniform = widest_uniform_plan(space, lambda p: budget.fits(bench.predictor.predict_ms(p), 0))
+    picks: dict[str, tuple] = {"uniform": ([("uniform width", uniform)], None, 0.0, 0, 0)}
+    over = next_wider_uniform(space, uniform)
+    if over is not None:  # a reference: what uniform width needs to pass the budget
+        picks["uniform_over"] = ([("next wider uniform", over)], None, 0.0, 0, 0)
+    steps = args.candidate_finetune_steps
+    for method, sampler, seeded in (("random", "random", False), ("hwprune", "tpe", True)):
+        scorer = AccuracyScorer(space, bench.task, calibration_images=args.calibration_images,
+                                val_images=args.val_images, teacher=bench.dense if steps else None,
+                                recipe=FinetuneRecipe(steps, lr=args.lr, seed=seed) if steps else None)
+        run = RunDir.create(work / f"{budget_text.rstrip('%')}-{seed}-{method}")
+        search = PlanSearch(bench.analysis, bench.predictor, budget, scorer, seed=seed, sampler=sampler,
+                            enqueue_uniform=seeded, progress=False, run_dir=run.path)
+        out = search.run(args.trials)
+        best = out.best
+        # both searches end as hwprune search does: the top candidates are fine-tuned
+        # and the best on validation wins; only hwprune adds the uniform plan
+        finalists = finalist_plans(space, out.records, args.finalists, uniform if seeded else None)
+        picks[method] = (finalists, best.val_accuracy, out.wall_s, out.evaluated, len(out.records))
+        log(f"[{budget_text} seed {seed}] {method}: search {out.wall_s:.0f} s, "
+            f"{out.evaluated} evaluated / {len(out.records)} proposed, "
+            f"top val {best.val_accuracy:.4f} at {best.predicted_ms:.4g} ms, "
+            f"{len(finalists)} finalists")
+    return picks
+
+
+def finetune_picks(bench: Bench, args: argparse.Namespace, budget_text: str, budget: Budget, seed: int,
+                   picks: dict[str, tuple]) -> list[tuple[bytes, dict]]:
+    """Each method's finalists fine-tuned with the one recipe; its winner as ONNX and a row."""
+    space, recipe = bench.space, FinetuneRecipe(args.finetune_steps, lr=args.lr, seed=seed)
+    done = []
+    for method in [m for m in METHODS if m in picks]:
+        finalists, search_val, search_s, evaluated, proposed = picks[method]
+        i, model, frows = finetune_finalists(space, finalists, bench.task, bench.dense, recipe=recipe,
+                                             calibration_images=args.calibration_images)
+        plan = finalists[i][1]
+        cost = bench.analysis.cost.cost(plan)
+        done.append((to_onnx_bytes(model, bench.shape), {
+            "budget": budget_text, "budget_ms": budget.latency_ms, "seed": seed,
+            "method": method, "predicted_ms": bench.predictor.predict_ms(plan),
+            "search_val_accuracy": search_val,
+            "val_accuracy": frows[i]["val_accuracy"], "winner": finalists[i][0],
+            "finalists": len(finalists),
+            "test_accuracy": evaluate(model, bench.task.test), "params": cost.params, "macs": cost.macs,
+            "evaluated": evaluated, "proposed": proposed, "search_s": search_s,
+            "finetune_s": sum(r["finetune_s"] for r in frows),
+            **{f"keep:{g}": k for g, k in space.full_keep(plan).items()}}))
+    return done
+
+
+def time_winners(bench: Bench, done: list[tuple[bytes, dict]], budget: Budget, log: Log) -> list[dict]:
+    """The winners of one budget and seed timed together, in interleaved rounds: equal footing."""
+    rows = []
+    times = bench.profile.local_runtime().measure_latencies([m for m, _ in done], seconds=1.0)
+    for (_, row), t in zip(done, times):
+        rows.append({**row, "measured_ms": t["median_ms"]})
+        log(f"[{row['budget']} seed {row['seed']}] {row['method']}: test {row['test_accuracy']:.4f}, "
+            f"predicted {row['predicted_ms']:.4g} ms, measured {t['median_ms']:.4g} ms "
+            f"(budget {budget.latency_ms:.4g} ms)")
+    return rows
+
+
+def run_all(bench: Bench, args: argparse.Namespace, log: Log) -> pd.DataFrame:
     rows: list[dict] = []
     work = Path(tempfile.mkdtemp(prefix="hwprune-bench-runs-"))
     args.out.mkdir(parents=True, exist_ok=True)
     csv_path = args.out / "search_quality.csv"
-    for budget_text in args.budgets:
-        budget = Budget.parse(budget_text, None, dense_ms, None)
-        for seed in args.seeds:
-            picks: dict[str, tuple] = {}
-            uniform = widest_uniform_plan(space, lambda p: budget.fits(predictor.predict_ms(p), 0))
-            picks["uniform"] = ([("uniform width", uniform)], None, 0.0, 0, 0)
-            over = next_wider_uniform(space, uniform)
-            if over is not None:  # a reference: what uniform width needs to pass the budget
-                picks["uniform_over"] = ([("next wider uniform", over)], None, 0.0, 0, 0)
-            for method, sampler, seeded in (("random", "random", False), ("hwprune", "tpe", True)):
-                scorer = AccuracyScorer(space, task, calibration_images=args.calibration_images,
-                                        val_images=args.val_images, seed=seed,
-                                        finetune_steps=args.candidate_finetune_steps,
-                                        teacher=dense if args.candidate_finetune_steps else None)
-                search = PlanSearch(analysis, predictor, budget, scorer, seed=seed, sampler=sampler,
-                                    enqueue_uniform=seeded, progress=False,
-                                    run_dir=work / f"{budget_text.rstrip('%')}-{seed}-{method}")
-                out = search.run(args.trials)
-                best = out.best
-                # both searches end as hwprune search does: the top candidates are fine-tuned
-                # and the best on validation wins; only hwprune adds the uniform plan
-                finalists = finalist_plans(space, out.records, args.finalists, uniform if seeded else None)
-                picks[method] = (finalists, best.val_accuracy, out.wall_s, out.evaluated, len(out.records))
-                log(f"[{budget_text} seed {seed}] {method}: search {out.wall_s:.0f} s, "
-                    f"{out.evaluated} evaluated / {len(out.records)} proposed, "
-                    f"top val {best.val_accuracy:.4f} at {best.predicted_ms:.4g} ms, "
-                    f"{len(finalists)} finalists")
-            done = []
-            for method in [m for m in METHODS if m in picks]:
-                finalists, search_val, search_s, evaluated, proposed = picks[method]
-                i, model, frows = finetune_finalists(space, finalists, task, dense, steps=args.finetune_steps,
-                                                     lr=args.lr, seed=seed,
-                                                     calibration_images=args.calibration_images)
-                plan = finalists[i][1]
-                ft_s = sum(r["finetune_s"] for r in frows)
-                test = evaluate(model, task.test)
-                cost = analysis.cost.cost(plan)
-                done.append((to_onnx_bytes(model, shape), {
-                    "budget": budget_text, "budget_ms": budget.latency_ms, "seed": seed,
-                    "method": method, "predicted_ms": predictor.predict_ms(plan),
-                    "search_val_accuracy": search_val,
-                    "val_accuracy": frows[i]["val_accuracy"], "winner": finalists[i][0],
-                    "finalists": len(finalists),
-                    "test_accuracy": test, "params": cost.params, "macs": cost.macs,
-                    "evaluated": evaluated, "proposed": proposed, "search_s": search_s,
-                    "finetune_s": ft_s,
-                    **{f"keep:{g}": k for g, k in space.full_keep(plan).items()}}))
-            # the winners are timed together, in interleaved rounds: equal footing for all
-            times = profile.local_runtime().measure_latencies([m for m, _ in done], seconds=1.0)
-            for (_, row), t in zip(done, times):
-                rows.append({**row, "measured_ms": t["median_ms"]})
-                log(f"[{budget_text} seed {seed}] {row['method']}: test {row['test_accuracy']:.4f}, "
-                    f"predicted {row['predicted_ms']:.4g} ms, measured {t['median_ms']:.4g} ms "
-                    f"(budget {budget.latency_ms:.4g} ms)")
-            pd.DataFrame(rows).to_csv(csv_path, index=False)  # partial results survive a kill
-
+    try:
+        for budget_text in args.budgets:
+            budget = Budget.parse(budget_text, None, bench.dense_ms, None)
+            for seed in args.seeds:
+                picks = search_picks(bench, args, budget_text, budget, seed, work, log)
+                done = finetune_picks(bench, args, budget_text, budget, seed, picks)
+                rows += time_winners(bench, done, budget, log)
+                pd.DataFrame(rows).to_csv(csv_path, index=False)  # partial results survive a kill
+    finally:
+        shutil.rmtree(work, ignore_errors=True)  # only the searches' study journals
     df = pd.DataFrame(rows)
     df.to_csv(csv_path, index=False)
-    import shutil
+    return df
 
-    shutil.rmtree(work, ignore_errors=True)  # only the searches' study journals
 
+def aggregate(df: pd.DataFrame) -> pd.DataFrame:
     def spread(s: pd.Series, fmt: str) -> str:
         vals = list(s)
         sd = statistics.stdev(vals) if len(vals) > 1 else 0.0
@@ -254,16 +303,20 @@ def main() -> int:
                     "predicted ms": spread(g["predicted_ms"], ".4g"),
                     "budget ms": f"{g['budget_ms'].iloc[0]:.4g}",
                     "search s": f"{g['search_s'].mean():.0f}"})
-    table = md_table(pd.DataFrame(agg))
+    return pd.DataFrame(agg)
+
+
+def write_report(bench: Bench, args: argparse.Namespace, df: pd.DataFrame, wall_s: float) -> None:
+    table = md_table(aggregate(df))
     eq = md_table(pd.DataFrame(equal_latency_rows(df))) if {"uniform", "uniform_over"} <= set(df["method"]) else ""
-    wall = time.perf_counter() - t_all
-    settings = (f"demo model ({'trained weights' if lm.weights else 'UNTRAINED'}), host "
-                f"({profile.threads} onnxruntime thread(s)), table {predictor.table.kind} ({table_dir}); "
-                f"dense: test {dense_test:.4f}, predicted {dense_ms:.4g} ms, measured "
-                f"{dense_measured:.4g} ms. {args.trials} evaluated candidates per search, "
+    recipe = FinetuneRecipe(args.finetune_steps, lr=args.lr)
+    settings = (f"demo model ({'trained weights' if bench.lm.weights else 'UNTRAINED'}), host "
+                f"({bench.profile.threads} onnxruntime thread(s)), table {bench.predictor.table.kind} "
+                f"({bench.table_dir}); dense: test {bench.dense_test:.4f}, predicted {bench.dense_ms:.4g} ms, "
+                f"measured {bench.dense_measured:.4g} ms. {args.trials} evaluated candidates per search, "
                 f"seeds {args.seeds}, {args.val_images} val images per candidate, "
-                f"{args.finetune_steps} fine-tune steps (KD alpha {KD_ALPHA}, T {KD_TEMPERATURE}, "
-                f"lr {args.lr}), torch threads {args.threads}; total {wall / 60:.1f} min.")
+                f"{args.finetune_steps} fine-tune steps (KD alpha {recipe.kd_alpha}, T {recipe.temperature}, "
+                f"lr {args.lr}), torch threads {args.threads}; total {wall_s / 60:.1f} min.")
     md = ("# Search quality: hwprune (TPE) vs random search vs uniform width\n\n"
           "Mean ± standard deviation over seeds; test accuracy after identical KD fine-tuning; "
           "measured = onnxruntime end-to-end median on this host.\n\n"
@@ -281,6 +334,19 @@ def main() -> int:
         print(eq)
         print()
     print(settings)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    torch.set_num_threads(args.threads)
+
+    def log(msg: str) -> None:
+        print(msg, file=sys.stderr, flush=True)
+
+    t_all = time.perf_counter()
+    bench = load_bench(args, log)
+    df = run_all(bench, args, log)
+    write_report(bench, args, df, time.perf_counter() - t_all)
     return 0
 
 

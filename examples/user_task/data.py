@@ -5,7 +5,7 @@ optional). Each returns an iterable of ``(inputs, labels)`` batches: inputs a fl
 tensor N x C x H x W, labels a 1-D int64 tensor of class indices. A torch
 ``DataLoader`` is the usual choice; hwprune iterates it once per epoch.
 
-    from hwprune.search._data import load_user_task
+    from hwprune.task import load_user_task
     task = load_user_task("examples/user_task/data.py")
 
 The data: each class has a fixed smooth colour pattern; an image is its class's

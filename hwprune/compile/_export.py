@@ -1,7 +1,8 @@
 """Turn a finished search run into a deployable TVM artifact.
 
-A run directory (written by ``hwprune search``) holds ``plan.json``, ``model.onnx``
-(static shape, input named ``input``), ``model.pt`` and ``summary.json``. The artifact
+A run directory (written by ``hwprune search``, read through :mod:`hwprune.rundir`) holds
+``plan.json``, ``model.onnx`` (static shape, input named ``input``), ``model.pt`` and
+``summary.json``. The artifact
 directory gets the compiled library, copies of ``model.onnx`` and ``plan.json``,
 ``metadata.json`` (target, versions, shapes, predicted and measured latency, sha256 of
 every file, how the library was linked), a README with the lines that load it, and the
@@ -24,11 +25,11 @@ import numpy as np
 
 from hwprune.devices._profile import DeviceProfile, load_profile
 from hwprune.errors import CompileError, ConfigError, DeviceError, MissingDependencyError
+from hwprune.rundir import RunDir, RunSummary
 
 __all__ = ["export_artifact", "SLOWER_THAN_PREDICTED"]
 
 SLOWER_THAN_PREDICTED = 0.10   # warn when measured latency exceeds the prediction by more
-_RUN_FILES = ("summary.json", "model.onnx", "plan.json")
 
 
 def export_artifact(run_dir: str | os.PathLike, device: str | DeviceProfile | None = None,
@@ -57,15 +58,15 @@ def export_artifact(run_dir: str | os.PathLike, device: str | DeviceProfile | No
     """
     from hwprune.runtimes import tvm as _tvm  # lazy: imports nothing heavy until called
 
-    run = Path(run_dir)
-    summary = _read_run(run)
-    profile = _profile(device if device is not None else summary.get("device"))
+    run = RunDir.open(run_dir)
+    summary = run.require_finished()
+    profile = _profile(device if device is not None else summary.device)
     if profile.tvm_target is None:
         raise ConfigError(f"device '{profile.name}' has no compile target (tvm_target) in its profile",
                           f"export for a device with one, e.g. {_devices_with_target()}")
     if tune_trials < 0:
         raise ConfigError(f"tune trials must be >= 0, got {tune_trials}")
-    out = Path(out_dir) if out_dir is not None else run / f"artifact-{profile.name}"
+    out = Path(out_dir) if out_dir is not None else run.path / f"artifact-{profile.name}"
     if out.exists() and any(out.iterdir()) and not overwrite:
         raise ConfigError(f"output folder '{out}' already exists and is not empty",
                           "choose another --out or pass --overwrite")
@@ -100,24 +101,6 @@ def export_artifact(run_dir: str | os.PathLike, device: str | DeviceProfile | No
 
 # --------------------------------------------------------------------------- steps
 
-def _read_run(run: Path) -> dict[str, Any]:
-    if not run.is_dir():
-        raise ConfigError(f"run directory '{run}' does not exist", "pass the folder `hwprune search` wrote")
-    missing = [f for f in _RUN_FILES if not (run / f).is_file()]
-    if missing:
-        raise ConfigError(f"run directory '{run}' is not a finished search run (missing {', '.join(missing)})",
-                          "run `hwprune search` to completion first")
-    try:
-        summary = json.loads((run / "summary.json").read_text())
-    except json.JSONDecodeError as exc:
-        raise ConfigError(f"'{run / 'summary.json'}' is not valid JSON: {exc}") from exc
-    status = summary.get("status") if isinstance(summary, dict) else None
-    if status != "finished":
-        raise ConfigError(f"search in '{run}' has status '{status}', not 'finished'",
-                          "resume it with `hwprune search` (same run directory) before exporting")
-    return summary
-
-
 def _profile(device: str | DeviceProfile | None) -> DeviceProfile:
     if isinstance(device, DeviceProfile):
         return device
@@ -138,12 +121,12 @@ def _devices_with_target() -> str:
     return ", ".join(names) or "none"
 
 
-def _build_artifact(_tvm: Any, run: Path, summary: dict[str, Any], profile: DeviceProfile,
+def _build_artifact(_tvm: Any, run: RunDir, summary: RunSummary, profile: DeviceProfile,
                     tmp: Path, out: Path, *, tune_trials: int, database_dir: Any, allow_tar: bool,
                     verify: bool, tolerance: float, warmup: int, repeats: int, seed: int,
                     tune_timeout_s: float, cc_info: dict[str, Any]) -> dict[str, Any]:
-    shutil.copy2(run / "model.onnx", tmp / "model.onnx")
-    shutil.copy2(run / "plan.json", tmp / "plan.json")
+    shutil.copy2(run.file(RunDir.ONNX), tmp / "model.onnx")
+    shutil.copy2(run.file(RunDir.PLAN), tmp / "plan.json")
     inputs = _tvm.onnx_inputs(tmp / "model.onnx")
 
     t0 = time.perf_counter()
@@ -174,7 +157,7 @@ def _build_artifact(_tvm: Any, run: Path, summary: dict[str, Any], profile: Devi
     compile_s = time.perf_counter() - t0
 
     warnings: list[str] = []
-    predicted = summary.get("predicted_latency_ms")
+    predicted = summary.predicted_latency_ms
     measured: dict[str, Any] | None = None
     verification: dict[str, Any]
     local = not _tvm.is_cross(target) and _tvm.target_kind(target) == "llvm"
@@ -214,9 +197,9 @@ def _build_artifact(_tvm: Any, run: Path, summary: dict[str, Any], profile: Devi
         "tvm_version": _tvm.tvm_version(),
         "library": link.to_dict(),
         "inputs": [{"name": i.name, "shape": list(i.shape), "dtype": i.dtype} for i in inputs],
-        "run_dir": str(run),
+        "run_dir": str(run.path),
         "predicted_latency_ms": predicted,
-        "accuracy": summary.get("accuracy"),
+        "accuracy": summary.accuracy,
         "compile_s": round(compile_s, 3),
         "tuning": tuning,
         "verification": verification,

@@ -1,31 +1,30 @@
 """``trials.png``: every trial's predicted latency against its validation accuracy."""
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
 from hwprune.search._budget import Budget
 from hwprune.search._study import TrialRecord
 
-__all__ = ["plot_trials"]
+__all__ = ["trials_figure"]
 
 
-def plot_trials(records: Sequence[TrialRecord], budget: Budget, path: str | Path, *,
-                chosen: int | None = None, dense_ms: float | None = None,
-                front: Sequence[TrialRecord] = (), title: str = "") -> Path:
-    """Scatter of predicted latency (ms) vs validation accuracy, written to ``path``.
+def trials_figure(records: Sequence[TrialRecord], budget: Budget, *,
+                  chosen: int | None = None, dense_ms: float | None = None,
+                  front: Sequence[TrialRecord] = (), title: str = "") -> Any:
+    """A matplotlib figure: predicted latency (ms) vs validation accuracy of every trial.
 
     Scored trials are dots (uniform seeds as squares); trials over budget have no
     accuracy, so they are ticks along the bottom edge at their predicted latency. The
     latency budget and the dense latency are vertical lines; ``chosen`` (a trial number)
-    is ringed. Renders with matplotlib's Agg canvas, so it needs no display.
+    is ringed. Renders with matplotlib's Agg canvas, so it needs no display; save it
+    with ``RunDir.write_figure``.
     """
     # A bare Figure on an Agg canvas: no pyplot, so no global backend switch and no
     # figure registry to leak from in a long-lived process.
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    path = Path(path)
     fig = Figure(figsize=(7, 4.5), dpi=120)
     FigureCanvasAgg(fig)
     ax = fig.add_subplot()
@@ -63,7 +62,4 @@ def plot_trials(records: Sequence[TrialRecord], budget: Budget, path: str | Path
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, loc="lower right")
     fig.tight_layout()
-    tmp = path.with_suffix(".tmp.png")
-    fig.savefig(tmp)
-    tmp.replace(path)
-    return path
+    return fig

@@ -60,9 +60,10 @@ from optuna.trial import FrozenTrial, TrialState
 from hwprune import __version__
 from hwprune.errors import ConfigError, HwpruneError
 from hwprune.pruning import PruningPlan, PruningSpace
+from hwprune.rundir import RunDir
 from hwprune.search._budget import Budget
 
-__all__ = ["INFEASIBLE_SCORE", "SAMPLERS", "AccuracyScorer", "PlanCodec", "PlanSearch",
+__all__ = ["INFEASIBLE_SCORE", "SAMPLERS", "PlanCodec", "PlanSearch",
            "SearchOutcome", "TrialRecord", "open_study", "plan_from_keep", "uniform_seed_plans",
            "widest_uniform_plan"]
 
@@ -70,7 +71,6 @@ INFEASIBLE_SCORE = -1.0
 """Objective value of a trial over budget: below any accuracy, and never selected."""
 
 SAMPLERS = ("tpe", "random", "nsga2")
-JOURNAL_NAME = "study.journal"
 UNIFORM_RATIOS = tuple(round(0.05 * i, 2) for i in range(19))  # 0.0 .. 0.9
 _MAX_CONSECUTIVE_FAILURES = 3
 
@@ -195,44 +195,6 @@ def uniform_seed_plans(space: PruningSpace, fits: Callable[[PruningPlan], bool],
     return out
 
 
-# --------------------------------------------------------------------------- scoring
-
-class AccuracyScorer:
-    """Scores a plan: prune, recalibrate BatchNorm, optionally fine-tune, validate.
-
-    ``calibration_images`` training images (a fixed sample, the same for every
-    candidate) re-estimate the BatchNorm statistics (adaptive BN, as in EagleEye);
-    ``val_images`` caps the validation images scored (the first ones of the split);
-    ``finetune_steps`` > 0 adds a short distillation fine-tune from ``teacher``.
-    ``calls`` counts how many plans were actually evaluated.
-    """
-
-    def __init__(self, space: PruningSpace, task: Any, *, calibration_images: int = 512,
-                 val_images: int | None = 2000, finetune_steps: int = 0,
-                 teacher: Any = None, lr: float = 0.01, seed: int = 0) -> None:
-        self.space = space
-        self.task = task
-        self.calibration_images = calibration_images
-        self.val_images = val_images
-        self.finetune_steps = finetune_steps
-        self.teacher = teacher
-        self.lr = lr
-        self.seed = seed
-        self.calls = 0
-
-    def __call__(self, plan: PruningPlan) -> float:
-        from hwprune.search._train import adaptive_bn, evaluate, finetune
-
-        self.calls += 1
-        model = self.space.apply(plan)
-        adaptive_bn(model, self.task.calibration_batches(self.calibration_images),
-                    self.calibration_images)
-        if self.finetune_steps > 0:
-            finetune(model, self.task.train, self.finetune_steps, self.lr, teacher=self.teacher,
-                     seed=self.seed, progress=False)
-        return evaluate(model, self.task.val, max_images=self.val_images)
-
-
 # --------------------------------------------------------------------------- storage
 
 def open_study(*, study_name: str, directions: Sequence[str], sampler: optuna.samplers.BaseSampler,
@@ -266,13 +228,10 @@ def open_study(*, study_name: str, directions: Sequence[str], sampler: optuna.sa
     else:
         if run_dir is None:
             raise ConfigError("a search needs a run directory or a storage URL")
-        run_dir = Path(run_dir)
-        run_dir.mkdir(parents=True, exist_ok=True)
-        journal = run_dir / JOURNAL_NAME
-        existed = journal.is_file() and journal.stat().st_size > 0
-        if existed and not resume:
-            raise ConfigError(f"run directory '{run_dir}' already holds a search ({JOURNAL_NAME})",
-                              "pass --resume to continue it, or choose another --run-dir")
+        run = RunDir.create(run_dir, resume=resume)  # refuses a study unless resuming
+        run.path.mkdir(parents=True, exist_ok=True)
+        journal = run.file(RunDir.JOURNAL)
+        existed = run.has_study
         from optuna.storages.journal import JournalFileBackend, JournalStorage
 
         storage = JournalStorage(JournalFileBackend(str(journal)))

@@ -1,13 +1,15 @@
 """Fixtures for the compile tests: tiny ONNX CNNs and fake finished search runs."""
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Callable
 
 import pytest
 import torch
 from torch import nn
+
+from hwprune.pruning import PruningPlan
+from hwprune.rundir import RunDir, RunSummary
 
 
 class TinyCNN(nn.Module):
@@ -45,21 +47,24 @@ def export_onnx(model: nn.Module, path: Path, shape: tuple[int, ...] = INPUT_SHA
 
 @pytest.fixture
 def make_run(tmp_path: Path) -> Callable[..., Path]:
-    """Write a fake finished search run; keyword args override summary fields."""
+    """Write a fake search run ("finished" or "running"); keyword args override summary fields."""
 
     def _make(name: str = "run", *, status: str = "finished", device: str = "host",
               predicted_latency_ms: float = 1000.0, files: tuple[str, ...] = ("model.onnx", "plan.json"),
               width: int = 8) -> Path:
-        run = tmp_path / name
-        run.mkdir()
+        run = RunDir.create(tmp_path / name)
+        run.path.mkdir()
         if "model.onnx" in files:
             torch.manual_seed(0)
-            export_onnx(TinyCNN(width), run / "model.onnx")
+            export_onnx(TinyCNN(width), run.file(RunDir.ONNX))
         if "plan.json" in files:
-            (run / "plan.json").write_text(json.dumps({"model": "tiny", "keep": {"c1": width}}))
-        (run / "summary.json").write_text(json.dumps({
-            "status": status, "device": device, "predicted_latency_ms": predicted_latency_ms,
-            "accuracy": {"top1": 0.5, "dense_top1": 0.55}}))
-        return run
+            run.write_plan(PruningPlan("tiny", INPUT_SHAPE, {"c1": width}, {"c1": width}))
+        if status == "running":
+            run.mark_running()
+            return run.path
+        assert status == "finished", status
+        run.finish(RunSummary(device=device, predicted_latency_ms=predicted_latency_ms,
+                              accuracy={"top1": 0.5, "dense_top1": 0.55}, files=list(files)))
+        return run.path
 
     return _make

@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 
 from hwprune.errors import BudgetError
-from hwprune.search._budget import Budget, check_reachable, parse_latency_budget, parse_memory_budget
+from hwprune.search import Budget, check_reachable, parse_latency_budget, parse_memory_budget
 
 DENSE_MS = 0.5
 

@@ -23,9 +23,9 @@ from hwprune.errors import BudgetError, ConfigError
 from hwprune.latency import LatencyTable, open_predictor
 from hwprune.latency._profiler import profile_model
 from hwprune.models import load_model
-from hwprune.search._budget import Budget
-from hwprune.search._run import estimated_table_warning, load_pruned, run_search
-from hwprune.search._study import INFEASIBLE_SCORE, PlanSearch, widest_uniform_plan
+from hwprune.search import Budget, PlanSearch, load_pruned, run_search, widest_uniform_plan
+from hwprune.search._steps import estimated_table_warning
+from hwprune.search._study import INFEASIBLE_SCORE
 
 torch.set_num_threads(1)
 

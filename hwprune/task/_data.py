@@ -25,7 +25,7 @@ import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator
+from typing import Any, Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -41,6 +41,7 @@ __all__ = [
     "TaskData",
     "TensorLoader",
     "load_fashion_mnist",
+    "load_task",
     "load_user_task",
     "read_idx",
 ]
@@ -218,6 +219,13 @@ class TensorLoader:
             x = x.permute(0, 3, 1, 2).contiguous()
         return x
 
+    def restarted(self) -> "TensorLoader":
+        """A copy restarted at its seed: it yields the batches this loader yielded from
+        its construction, in the same order, whatever has been drawn from it since."""
+        return TensorLoader(self.images, self.labels, batch_size=self.batch_size,
+                            shuffle=self.shuffle, seed=self.seed, augment=self.augment,
+                            pad=self.pad, mean=self.mean, std=self.std, drop_last=self.drop_last)
+
     def subset(self, num_images: int, *, seed: int | None = 0, **overrides: Any) -> "TensorLoader":
         """A loader over ``num_images`` images: a seeded random pick, or the first ones
         when ``seed`` is None. It does not shuffle or augment unless ``overrides`` say so.
@@ -281,7 +289,7 @@ class TaskData:
 
     def calibration_batches(self, num_images: int = 512) -> list[Batch]:
         """A fixed list of training batches holding ``num_images`` images, for
-        :func:`~hwprune.search._train.adaptive_bn`.
+        :func:`~hwprune.task.adaptive_bn`.
 
         Fixed (drawn once, cached) so every candidate is recalibrated on the same
         images and their scores differ by the pruning, not by the sample.
@@ -465,3 +473,27 @@ def load_user_task(spec: str, *, check: bool = True) -> TaskData:
     return TaskData(Path(spec).stem if spec.endswith(".py") else spec, train, val, test,
                     num_classes=num_classes, input_shape=input_shape,
                     meta={"source": spec, "contract": "user task module"})
+
+
+# --------------------------------------------------------------------------- the task of a run
+
+def load_task(task: str | None, data_dir: str | os.PathLike | None, input_shape: Sequence[int],
+              model_id: str) -> TaskData:
+    """The task a model of ``input_shape`` (N x C x H x W) is searched on: the user task
+    module ``task``, or else Fashion-MNIST (from ``data_dir`` or Debian's package).
+
+    Refuses a task whose samples do not match the model's input, naming both shapes.
+    """
+    if task:
+        data = load_user_task(task)
+    else:
+        if tuple(input_shape[1:]) != (1, 28, 28):
+            raise ConfigError(f"model '{model_id}' takes {'x'.join(map(str, input_shape))} inputs; "
+                              "the built-in task is Fashion-MNIST (1x28x28)",
+                              "pass --task path/to/data.py defining train_loader() and val_loader()")
+        data = load_fashion_mnist(data_dir)
+    if data.input_shape is not None and tuple(data.input_shape) != tuple(input_shape[1:]):
+        raise ConfigError(f"task '{data.name}' yields {'x'.join(map(str, data.input_shape))} samples, "
+                          f"the model takes {'x'.join(map(str, input_shape[1:]))}",
+                          "pass a matching --input-shape or task")
+    return data

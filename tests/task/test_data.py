@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from hwprune.errors import DataError, HwpruneError
-from hwprune.search._data import (
+from hwprune.task._data import (
     FASHION_MNIST_DIR,
     FASHION_MNIST_MEAN,
     FASHION_MNIST_STD,

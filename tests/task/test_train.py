@@ -9,8 +9,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from hwprune.errors import ConfigError, DataError
-from hwprune.search._data import TensorLoader
-from hwprune.search._train import (
+from hwprune.task import (
+    TensorLoader,
     adaptive_bn,
     distillation_loss,
     evaluate,

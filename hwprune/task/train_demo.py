@@ -1,9 +1,9 @@
 """Train the demo CNN on Fashion-MNIST and write the weights the zoo ships.
 
-    python -m hwprune.models.train_demo [--epochs N] [--out PATH] [--data DIR]
+    python -m hwprune.task.train_demo [--epochs N] [--out PATH] [--data DIR]
 
 Trains on the training split minus the 6,000-image validation split
-(``hwprune.search._data.load_fashion_mnist``), reports validation and test accuracy,
+(``hwprune.task.load_fashion_mnist``), reports validation and test accuracy,
 and writes ``PATH`` (a plain state_dict, loadable with ``weights_only=True``) and
 ``PATH`` with suffix ``.json`` recording accuracies, recipe, seed, versions, date and
 the command. Default ``PATH`` is ``hwprune/models/weights/demo_cnn.pt``, which
@@ -18,41 +18,22 @@ from __future__ import annotations
 import argparse
 import datetime as _dt
 import json
-import os
 import platform
 import shlex
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
+from hwprune._io import atomic_write, atomic_write_with
 from hwprune.errors import HwpruneError
 from hwprune.models._demo import demo_cnn
 from hwprune.models._zoo import WEIGHTS_DIR
-from hwprune.search._data import load_fashion_mnist
-from hwprune.search._train import evaluate, train
+from hwprune.task import evaluate, load_fashion_mnist, train
 
 DEFAULT_OUT = WEIGHTS_DIR / "demo_cnn.pt"
-
-
-def _atomic_write(path: Path, write: Any) -> None:
-    """Write through a temp file in the same folder, then rename over ``path``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        write(Path(tmp))
-        # mkstemp makes 0600 files; shipped weights must be readable by everyone
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
 
 
 def run(epochs: int = 8, out: Path = DEFAULT_OUT, data_dir: str | None = None, *,
@@ -75,7 +56,7 @@ def run(epochs: int = 8, out: Path = DEFAULT_OUT, data_dir: str | None = None, *
           f"training wall time {hist.wall_s:.0f} s", flush=True)
 
     state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
-    _atomic_write(out, lambda p: torch.save(state, p))
+    atomic_write_with(out, lambda p: torch.save(state, p))
     fresh = demo_cnn()  # the file must load strictly into a fresh model, as the zoo does
     fresh.load_state_dict(torch.load(out, map_location="cpu", weights_only=True), strict=True)
 
@@ -106,17 +87,17 @@ def run(epochs: int = 8, out: Path = DEFAULT_OUT, data_dir: str | None = None, *
         "python_version": platform.python_version(),
         "machine": platform.machine(),
         "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-        "command": command or "python -m hwprune.models.train_demo",
+        "command": command or "python -m hwprune.task.train_demo",
     }
     meta_path = out.with_suffix(".json")
-    _atomic_write(meta_path, lambda p: p.write_text(json.dumps(record, indent=2) + "\n"))
+    atomic_write(meta_path, json.dumps(record, indent=2) + "\n")
     print(f"wrote {out} and {meta_path}")
     return record
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m hwprune.models.train_demo",
+        prog="python -m hwprune.task.train_demo",
         description="Train the demo CNN on Fashion-MNIST and save the shipped weights.")
     parser.add_argument("--epochs", type=int, default=8, help="training epochs (default 8)")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT,
@@ -136,7 +117,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.epochs <= 0:
         parser.error(f"--epochs must be positive, got {args.epochs}")
     cmd_args = sys.argv[1:] if argv is None else argv
-    command = " ".join(["python -m hwprune.models.train_demo", *map(shlex.quote, cmd_args)])
+    command = " ".join(["python -m hwprune.task.train_demo", *map(shlex.quote, cmd_args)])
     try:
         run(args.epochs, args.out, args.data, seed=args.seed, lr=args.lr,
             batch_size=args.batch_size, threads=args.threads,

@@ -1,0 +1,374 @@
+"""``hwprune search`` as a chain of steps, each usable on its own.
+
+::
+
+    config = SearchConfig(model="demo", latency="50%", run_dir="runs/demo")
+    setup = prepare_search(config)        # model, task, predictor, budget (checked reachable)
+    study = run_study(setup)              # the Optuna study (PlanSearch.run)
+    winner = choose_winner(setup, study)  # finalists fine-tuned alike, the best on validation
+    scores = measure_winner(setup, winner)  # accuracy, ONNX check, latency on the device
+    summary = write_run(setup, study, winner, scores)  # the run directory, summary.json last
+
+:func:`hwprune.search.run_search` is exactly this chain.
+"""
+from __future__ import annotations
+
+import os
+import platform
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import torch
+from torch import nn
+
+from hwprune import __version__
+from hwprune.errors import ConfigError, HwpruneError
+from hwprune.pruning import PruningPlan
+from hwprune.rundir import RunDir, RunSummary
+from hwprune.search._budget import Budget, check_reachable
+from hwprune.search._plot import trials_figure
+from hwprune.search._report import model_facts, summary_markdown
+from hwprune.search._scoring import AccuracyScorer, finalist_plans, finetune_finalists, prune_and_recover
+from hwprune.search._study import PlanSearch, SearchOutcome, TrialRecord, plan_from_keep, widest_uniform_plan
+from hwprune.task import FinetuneRecipe, TaskData, evaluate, load_task
+
+__all__ = ["SearchConfig", "SearchSetup", "StudyResult", "Winner", "WinnerScores", "build_summary", "choose_winner",
+           "estimated_table_warning", "measure_winner", "prepare_search", "run_study", "write_run"]
+
+Log = Callable[[str], None]
+
+
+def _quiet(_msg: str) -> None:
+    pass
+
+
+@dataclass(frozen=True)
+class SearchConfig:
+    """Everything a search is asked to do: the keyword arguments of ``run_search``."""
+
+    model: str
+    run_dir: str | os.PathLike
+    weights: str | os.PathLike | None = None
+    input_shape: str | tuple[int, ...] | None = None
+    device: str = "host"
+    latency: str | None = None
+    memory: str | None = None
+    trials: int = 40
+    seed: int = 0
+    resume: bool = False
+    storage_url: str | None = None
+    study_name: str | None = None
+    pareto: bool = False
+    sampler: str | None = None
+    finetune_steps: int = 300
+    finalists: int = 3
+    candidate_finetune_steps: int = 0
+    lr: float = 0.01
+    data_dir: str | None = None
+    task: str | None = None
+    tables: str | os.PathLike | None = None
+    calibration_images: int = 512
+    val_images: int | None = 2000
+    measure: bool = True
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        if self.trials <= 0:
+            raise ConfigError(f"the number of trials must be positive, got {self.trials}")
+        if self.finetune_steps < 0 or self.candidate_finetune_steps < 0:
+            raise ConfigError("fine-tuning steps must be zero or positive, got "
+                              f"{self.finetune_steps} and {self.candidate_finetune_steps}")
+
+    @property
+    def recipe(self) -> FinetuneRecipe:
+        """The fine-tune of each finalist and of the winner."""
+        return FinetuneRecipe(steps=self.finetune_steps, lr=self.lr, seed=self.seed)
+
+    @property
+    def candidate_recipe(self) -> FinetuneRecipe | None:
+        """The short fine-tune of each candidate before it is scored (None: no fine-tune)."""
+        return self.recipe.with_steps(self.candidate_finetune_steps) if self.candidate_finetune_steps else None
+
+
+@dataclass
+class SearchSetup:
+    """What :func:`prepare_search` loaded and checked."""
+
+    config: SearchConfig
+    profile: Any
+    lm: Any
+    analysis: Any
+    predictor: Any
+    budget: Budget
+    dense_ms: float
+    floor_ms: float
+    data: TaskData
+    run: RunDir
+    warnings: list[str]
+    log: Log = _quiet
+    started_s: float = field(default_factory=time.perf_counter)
+
+    @property
+    def space(self) -> Any:
+        return self.analysis.space
+
+    @property
+    def dense(self) -> nn.Module:
+        return self.lm.model
+
+    @property
+    def model_spec(self) -> str:
+        return self.lm.spec or self.lm.model_id
+
+    def fits(self, plan: PruningPlan) -> bool:
+        return self.budget.fits(self.predictor.predict_ms(plan), self.analysis.cost.cost(plan).memory_bytes)
+
+
+def estimated_table_warning(table_kind: str, device: str, model_spec: str) -> str | None:
+    """The warning for a table that is not all measured on the device (None if it is)."""
+    if table_kind == "measured":
+        return None
+    return (f"the '{device}' latency table is {table_kind} (not measured on the device), so "
+            f"predicted latencies and the budget check are estimates; measure the real device "
+            f"with: hwprune profile --device {device} --model {model_spec} "
+            f"--runner 'ssh user@board hwprune worker' (onnxruntime) or --rpc HOST:PORT (TVM RPC)")
+
+
+def _table_warnings(predictor: Any, device: str, model_spec: str, floor_ms: float) -> list[str]:
+    warnings = [w for w in [estimated_table_warning(predictor.table.kind, device, model_spec)] if w]
+    if floor_ms <= 0:
+        warnings.append(f"the latency table predicts {floor_ms:.4g} ms for the smallest plan: its "
+                        f"calibration offset is off, so small plans look faster than they are; "
+                        f"re-profile with: hwprune profile --device {device} "
+                        f"--model {model_spec} --rebuild")
+    return warnings
+
+
+def prepare_search(config: SearchConfig, log: Log | None = None) -> SearchSetup:
+    """Load the model, its latency predictor and the task; parse the budget and stop early
+    (:class:`~hwprune.errors.BudgetError`) when the pruning space cannot reach it, or when
+    the run directory holds another search and ``resume`` is off. Creates nothing on disk.
+    """
+    from hwprune.devices import load_profile
+    from hwprune.latency import open_predictor
+    from hwprune.models import load_model
+    from hwprune.pruning import analyze
+
+    say, started = log or _quiet, time.perf_counter()
+    profile = load_profile(config.device)
+    lm = load_model(config.model, config.weights, config.input_shape)
+    analysis = analyze(lm)
+    predictor = open_predictor(analysis, profile.name, config.tables)
+    space, cost = analysis.space, analysis.cost
+    dense_ms = float(predictor.predict_ms(space.dense_plan()))
+    budget = Budget.parse(config.latency, config.memory, dense_ms, cost.cost(space.dense_plan()).memory_bytes)
+    floor_plan = space.smallest_plan()
+    floor_ms = float(predictor.predict_ms(floor_plan))
+    check_reachable(budget, floor_ms, cost.cost(floor_plan).memory_bytes, lm.model_id, profile.name)
+    warnings = _table_warnings(predictor, profile.name, lm.spec or lm.model_id, floor_ms)
+    run = RunDir.create(config.run_dir, resume=config.resume, shared_study=bool(config.storage_url))
+    say(f"budget: {budget.describe()}; dense predicted {dense_ms:.4g} ms, "
+        f"fastest reachable {floor_ms:.4g} ms ({predictor.table.kind} table)")
+    data = load_task(config.task, config.data_dir, lm.input_shape, lm.model_id)
+    lm.model.eval()
+    return SearchSetup(config, profile, lm, analysis, predictor, budget, dense_ms, floor_ms, data,
+                       run, warnings, say, started)
+
+
+@dataclass
+class StudyResult:
+    """What :func:`run_study` found: the search, its outcome and every trial."""
+
+    search: PlanSearch
+    outcome: SearchOutcome
+    records: list[TrialRecord]
+    started: str | None = None
+
+    @property
+    def best(self) -> TrialRecord:
+        return self.outcome.best
+
+
+def run_study(setup: SearchSetup) -> StudyResult:
+    """Open (or resume) the study, claim the run directory ("running") and run until the
+    study holds ``config.trials`` evaluated candidates. Candidates are scored by
+    :class:`AccuracyScorer` with ``config.candidate_recipe``."""
+    c, say = setup.config, setup.log
+    scorer = AccuracyScorer(setup.space, setup.data, calibration_images=c.calibration_images,
+                            val_images=c.val_images, recipe=c.candidate_recipe,
+                            teacher=setup.dense if c.candidate_recipe else None)
+    search = PlanSearch(setup.analysis, setup.predictor, setup.budget, scorer, device=setup.profile.name,
+                        seed=c.seed, sampler=c.sampler, pareto=c.pareto, run_dir=setup.run.path,
+                        storage_url=c.storage_url, study_name=c.study_name, resume=c.resume,
+                        progress=c.progress)
+    # The study opened and matches this run: from here on the directory is not
+    # "finished" until the final summary says so (an earlier summary is superseded).
+    started = setup.run.mark_running().started
+    if search.existed:
+        say(f"resuming study '{search.study_name}' with {search.evaluated_count()} evaluated candidates")
+    outcome = search.run(c.trials)
+    best = outcome.best
+    if best is None:  # the uniform seeds fit, so only failures get here
+        raise HwpruneError("the search scored no candidate within the budget",
+                           "see the error column of trials.csv")
+    say(f"search: {outcome.evaluated} evaluated, {outcome.infeasible} over budget; best trial "
+        f"{best.number}: val {best.val_accuracy:.4f} at {best.predicted_ms:.4g} ms predicted "
+        f"({outcome.wall_s:.0f} s)")
+    return StudyResult(search, outcome, search.records(), started)
+
+
+@dataclass
+class Winner:
+    """The chosen plan (with its provenance in ``plan.meta``) and its fine-tuned model."""
+
+    plan: PruningPlan
+    model: nn.Module
+    predicted_ms: float
+    chosen: TrialRecord | None
+    finalists: list[dict[str, Any]]
+    finetune_wall_s: float = 0.0
+    finetune_loss: float | None = None
+
+
+def _finalists(setup: SearchSetup, study: StudyResult) -> tuple[dict[str, int], nn.Module, list[dict]]:
+    c, space = setup.config, setup.space
+    cands = finalist_plans(space, study.records, c.finalists, widest_uniform_plan(space, setup.fits))
+    setup.log(f"fine-tuning {len(cands)} finalists {c.finetune_steps} steps each with the dense model "
+              f"as teacher; the best on validation wins")
+    i, model, rows = finetune_finalists(space, cands, setup.data, setup.dense, recipe=c.recipe,
+                                        calibration_images=c.calibration_images,
+                                        progress=c.progress, say=setup.log)
+    for j, row in enumerate(rows):
+        row["chosen"] = j == i
+    return dict(space.full_keep(cands[i][1])), model, rows
+
+
+def choose_winner(setup: SearchSetup, study: StudyResult) -> Winner:
+    """The winner: with ``config.finalists > 1`` the best on validation of the finalists
+    (the top-scored candidates and the widest uniform plan within budget, each pruned,
+    recalibrated and distilled with ``config.recipe``); otherwise the top-scored
+    candidate, distilled with the same recipe."""
+    c, space = setup.config, setup.space
+    keep, model, rows = study.best.keep, None, []
+    if c.finalists > 1 and c.finetune_steps > 0:
+        keep, model, rows = _finalists(setup, study)
+    bare = plan_from_keep(space, keep)
+    chosen = next((r for r in study.records
+                   if r.scored and plan_from_keep(space, r.keep).keep == bare.keep), None)
+    predicted_ms = float(setup.predictor.predict_ms(bare))
+    plan = plan_from_keep(space, keep, created_by="hwprune search", device=setup.profile.name,
+                          budget=setup.budget.to_dict(), predicted_ms=predicted_ms,
+                          memory_bytes=setup.analysis.cost.cost(bare).memory_bytes,
+                          trial=chosen.number if chosen else None,
+                          search_val_accuracy=chosen.val_accuracy if chosen else None, seed=c.seed)
+    if rows:
+        return Winner(plan, model, predicted_ms, chosen, rows,
+                      sum(r["finetune_s"] for r in rows), next(r["final_loss"] for r in rows if r["chosen"]))
+    if c.finetune_steps > 0:
+        setup.log(f"fine-tuning the winner {c.finetune_steps} steps with the dense model as teacher")
+    model, ft = prune_and_recover(space, plan, setup.data, calibration_images=c.calibration_images,
+                                  teacher=setup.dense, recipe=c.recipe, progress=c.progress)
+    return Winner(plan, model, predicted_ms, chosen, [], ft.wall_s if ft else 0.0,
+                  ft.final_loss if ft else None)
+
+
+@dataclass
+class WinnerScores:
+    """Accuracy and end-to-end latency of the dense model and the winner."""
+
+    accuracy: dict[str, dict[str, float | None]]  # "dense"/"pruned" -> {"val", "test"}
+    onnx: bytes
+    onnx_max_rel_diff: float
+    measured: dict[str, dict[str, Any] | None]      # "dense"/"pruned" -> runtime measurement
+
+
+def measure_winner(setup: SearchSetup, winner: Winner) -> WinnerScores:
+    """Validation and test accuracy of the dense model and the winner; the winner's ONNX
+    export, checked against torch; and, when ``config.measure`` and the device is this
+    machine, both models timed end to end through the device's runtime."""
+    from hwprune.onnx_export import check_onnx, to_onnx_bytes
+
+    data, shape = setup.data, tuple(setup.lm.input_shape)
+    accuracy = {name: {"val": evaluate(m, data.val),
+                       "test": evaluate(m, data.test) if data.test is not None else None}
+                for name, m in (("pruned", winner.model), ("dense", setup.dense))}
+    onnx = to_onnx_bytes(winner.model, shape)
+    onnx_diff = check_onnx(winner.model, onnx, shape)
+    measured: dict[str, dict[str, Any] | None] = {"dense": None, "pruned": None}
+    if setup.config.measure and setup.profile.measurable_here:
+        runtime = setup.profile.local_runtime()
+        setup.log(f"measuring dense and pruned latency with {runtime.name}")
+        dense_m, pruned_m = runtime.measure_latencies([to_onnx_bytes(setup.dense, shape), onnx])
+        measured = {"dense": dense_m, "pruned": pruned_m}
+    return WinnerScores(accuracy, onnx, onnx_diff, measured)
+
+
+def _search_record(setup: SearchSetup, study: StudyResult, winner: Winner) -> dict[str, Any]:
+    c, out, search = setup.config, study.outcome, study.search
+    scored = [r for r in study.records if r.evaluated and r.duration_s is not None]
+    front = [{"trial": r.number, "predicted_ms": r.predicted_ms, "val_accuracy": r.val_accuracy}
+             for r in out.front]
+    return {"trials": c.trials, "evaluated": out.evaluated, "proposed_this_run": out.proposed,
+            "proposed_total": len(study.records), "infeasible": out.infeasible,
+            "sampler": search.sampler_name, "seed": c.seed, "pareto": c.pareto,
+            "best_trial": winner.chosen.number if winner.chosen else None,
+            "top_scored_trial": study.best.number, "finalists": winner.finalists,
+            "stop_reason": out.stop_reason, "wall_s": out.wall_s,
+            "mean_candidate_s": sum(r.duration_s for r in scored) / len(scored) if scored else None,
+            "candidate_finetune_steps": c.candidate_finetune_steps,
+            "calibration_images": c.calibration_images, "study_name": search.study_name,
+            "storage": c.storage_url or str(setup.run.file(RunDir.JOURNAL)),
+            "pareto_front": front if c.pareto else None}
+
+
+def build_summary(setup: SearchSetup, study: StudyResult, winner: Winner, scores: WinnerScores,
+                  files: list[str]) -> RunSummary:
+    """The run's :class:`~hwprune.rundir.RunSummary` (status still "running")."""
+    c, lm, data, cost = setup.config, setup.lm, setup.data, setup.analysis.cost
+    acc, measured = scores.accuracy, scores.measured
+    space = setup.space
+    return RunSummary(
+        hwprune_version=__version__, started=study.started, device=setup.profile.name,
+        model={"spec": setup.model_spec, "model_id": lm.model_id,
+               "input_shape": list(lm.input_shape), "weights": lm.weights},
+        task={"name": data.name, **{k: v for k, v in data.meta.items() if isinstance(v, (str, int, float))}},
+        budget=setup.budget.to_dict(), budget_text=setup.budget.describe(),
+        dense=model_facts(cost.cost(space.dense_plan()), setup.dense_ms, measured["dense"],
+                          acc["dense"]["val"], acc["dense"]["test"]),
+        pruned=model_facts(cost.cost(winner.plan), winner.predicted_ms, measured["pruned"],
+                           acc["pruned"]["val"], acc["pruned"]["test"]),
+        predicted_latency_ms=winner.predicted_ms,
+        measured_latency_ms=measured["pruned"]["median_ms"] if measured["pruned"] else None,
+        accuracy={**acc["pruned"], "search_val": winner.chosen.val_accuracy if winner.chosen else None,
+                  "search_val_images": c.val_images},
+        fastest_reachable_ms=setup.floor_ms, table_kind=setup.predictor.table.kind,
+        calibration_scope=setup.predictor.calibration_scope,
+        plan_keep=dict(winner.plan.keep), plan_dense=dict(winner.plan.dense),
+        search=_search_record(setup, study, winner),
+        finetune={**c.recipe.to_dict(), "finalists": len(winner.finalists) or 1, "teacher": "dense",
+                  "wall_s": winner.finetune_wall_s, "final_loss": winner.finetune_loss},
+        onnx_max_rel_diff=scores.onnx_max_rel_diff,
+        host={"machine": platform.node(), "torch_threads": torch.get_num_threads()},
+        files=files, warnings=list(setup.warnings), notes=list(study.outcome.notes),
+        wall_s=time.perf_counter() - setup.started_s)
+
+
+def write_run(setup: SearchSetup, study: StudyResult, winner: Winner, scores: WinnerScores) -> RunSummary:
+    """Write the run directory: plan, model, ONNX, trials (and the Pareto front), the
+    trials figure, then ``summary.md`` and, last, ``summary.json`` with status "finished"."""
+    run, c, out = setup.run, setup.config, study.outcome
+    run.write_plan(winner.plan)
+    run.write_model(winner.model)
+    run.write_onnx(scores.onnx)
+    run.write_rows(RunDir.TRIALS, [r.row() for r in study.records])
+    files = [RunDir.PLAN, RunDir.MODEL, RunDir.ONNX, RunDir.TRIALS, RunDir.PLOT, RunDir.REPORT]
+    if c.pareto:
+        run.write_rows(RunDir.PARETO, [r.row() for r in out.front])
+        files.append(RunDir.PARETO)
+    title = f"{setup.lm.model_id} on {setup.profile.name}: {setup.budget.describe()}"
+    run.write_figure(RunDir.PLOT, trials_figure(
+        study.records, setup.budget, chosen=winner.chosen.number if winner.chosen else None,
+        dense_ms=setup.dense_ms, front=out.front if c.pareto else (), title=title))
+    summary = build_summary(setup, study, winner, scores, files)
+    return run.finish(summary, summary_markdown(summary))

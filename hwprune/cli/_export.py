@@ -29,6 +29,9 @@ def add_parser(sub) -> None:
                    help="without a cross compiler, write a .tar of objects to link on the device")
     s.add_argument("--overwrite", action="store_true", help="replace an existing artifact folder")
     s.add_argument("--no-verify", action="store_true", help="skip the onnxruntime comparison on the host")
+    s.add_argument("--allow-slower", action="store_true",
+                   help="keep an artifact that runs more than 10%% above the run's predicted latency "
+                        "(by default that fails the export)")
     add_work_dir(s)
     add_format(s)
     s.set_defaults(func=run)
@@ -51,13 +54,16 @@ def run(args: argparse.Namespace) -> int:
         database = tuning_db_dir(Path(args.device or "run-device").stem, args.work_dir)
     meta = export_artifact(args.run_dir, args.device, out_dir=args.out, tune_trials=args.tune_trials,
                            database_dir=database, allow_tar=args.allow_tar,
-                           overwrite=args.overwrite, verify=not args.no_verify)
+                           overwrite=args.overwrite, verify=not args.no_verify,
+                           allow_slower=args.allow_slower)
     if meta.get("warning"):
         print(f"hwprune: warning: {meta['warning']}", file=sys.stderr)
     if args.format == "json":
         emit_json(meta)
         return 0
     print(f"artifact: {meta.get('out_dir') or meta.get('artifact_dir') or args.out}")
+    if (meta.get("measured") or {}).get("race"):
+        print(f"  {meta['measured']['race']}")
     for k in ("device", "target", "library", "verification", "measured", "predicted_latency_ms"):
         if k in meta:
             v = meta[k]

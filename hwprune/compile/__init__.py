@@ -8,6 +8,6 @@ package is cheap and works without TVM installed.
 """
 from __future__ import annotations
 
-from hwprune.compile._export import SLOWER_THAN_PREDICTED, export_artifact
+from hwprune.compile._export import SLOWER_THAN_PREDICTED, SlowerThanPredictedError, export_artifact
 
-__all__ = ["export_artifact", "SLOWER_THAN_PREDICTED"]
+__all__ = ["export_artifact", "SLOWER_THAN_PREDICTED", "SlowerThanPredictedError"]

@@ -17,6 +17,7 @@ import platform
 import shutil
 import tempfile
 import time
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -27,9 +28,13 @@ from hwprune.devices._profile import DeviceProfile, load_profile
 from hwprune.errors import CompileError, ConfigError, DeviceError, MissingDependencyError
 from hwprune.rundir import RunDir, RunSummary
 
-__all__ = ["export_artifact", "SLOWER_THAN_PREDICTED"]
+__all__ = ["export_artifact", "SLOWER_THAN_PREDICTED", "SlowerThanPredictedError"]
 
-SLOWER_THAN_PREDICTED = 0.10   # warn when measured latency exceeds the prediction by more
+SLOWER_THAN_PREDICTED = 0.10   # an artifact slower than the prediction by more fails the export
+
+
+class SlowerThanPredictedError(CompileError):
+    """The deployed runtime runs the artifact well above the latency the search promised."""
 
 
 def export_artifact(run_dir: str | os.PathLike, device: str | DeviceProfile | None = None,
@@ -37,13 +42,16 @@ def export_artifact(run_dir: str | os.PathLike, device: str | DeviceProfile | No
                     database_dir: str | os.PathLike | None = None, allow_tar: bool = False,
                     overwrite: bool = False, verify: bool = True, tolerance: float = 1e-4,
                     warmup: int = 10, repeats: int = 50, seed: int = 0,
-                    tune_timeout_s: float = 600.0) -> dict[str, Any]:
+                    tune_timeout_s: float = 600.0, allow_slower: bool = False) -> dict[str, Any]:
     """Compile the pruned model of ``run_dir`` for ``device`` and write an artifact.
 
     Returns the metadata dict (also written as ``metadata.json``); it has a ``warning``
-    key when something deserves a plain line on the console (e.g. measured latency more
-    than 10 % above the prediction). Everything is written to a temporary folder next
-    to ``out_dir`` and renamed at the end: a failure leaves ``out_dir`` untouched.
+    key when something deserves a plain line on the console. On a device this machine
+    runs, the library and onnxruntime are timed with the same protocol and the faster is
+    named; when the runtime the device deploys runs more than 10% above the run's
+    prediction, export fails (:class:`SlowerThanPredictedError`) unless ``allow_slower``.
+    Everything is written to a temporary folder next to ``out_dir`` and renamed at the
+    end: a failure leaves ``out_dir`` untouched.
 
     ``tune_trials`` > 0 runs MetaSchedule (host CPU targets only) with that many
     measured candidates in total; ``database_dir`` names a tuning database shared
@@ -87,10 +95,9 @@ def export_artifact(run_dir: str | os.PathLike, device: str | DeviceProfile | No
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
     try:
-        meta = _build_artifact(_tvm, run, summary, profile, tmp, out, tune_trials=tune_trials,
-                               database_dir=database_dir, allow_tar=allow_tar, verify=verify,
-                               tolerance=tolerance, warmup=warmup, repeats=repeats, seed=seed,
-                               tune_timeout_s=tune_timeout_s, cc_info=cc_info)
+        meta = _build_artifact(_tvm, run, summary, profile, tmp, out, _Options(
+            tune_trials, database_dir, allow_tar, verify, tolerance, warmup, repeats, seed, tune_timeout_s,
+            allow_slower))
         _publish(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -121,89 +128,48 @@ def _devices_with_target() -> str:
     return ", ".join(names) or "none"
 
 
+@dataclass(frozen=True)
+class _Options:
+    tune_trials: int
+    database_dir: Any
+    allow_tar: bool
+    verify: bool
+    tolerance: float
+    warmup: int
+    repeats: int
+    seed: int
+    tune_timeout_s: float
+    allow_slower: bool
+
+
 def _build_artifact(_tvm: Any, run: RunDir, summary: RunSummary, profile: DeviceProfile,
-                    tmp: Path, out: Path, *, tune_trials: int, database_dir: Any, allow_tar: bool,
-                    verify: bool, tolerance: float, warmup: int, repeats: int, seed: int,
-                    tune_timeout_s: float, cc_info: dict[str, Any]) -> dict[str, Any]:
+                    tmp: Path, out: Path, opts: _Options) -> dict[str, Any]:
     shutil.copy2(run.file(RunDir.ONNX), tmp / "model.onnx")
     shutil.copy2(run.file(RunDir.PLAN), tmp / "plan.json")
     inputs = _tvm.onnx_inputs(tmp / "model.onnx")
-
     t0 = time.perf_counter()
-    threads = profile.threads
-    target = _tvm.resolve_target(profile.tvm_target,
-                                 num_cores=threads if tune_trials else None)
-    mod = _tvm.import_onnx(tmp / "model.onnx")
-    tuning: dict[str, Any] | None = None
-    db_dir: Path | None = None
-    if tune_trials:
-        db_dir = Path(database_dir) if database_dir is not None else tmp / "tuning_db"
-        if database_dir is None and (out / "tuning_db").is_dir():  # re-export: keep old records
-            shutil.copytree(out / "tuning_db", db_dir, dirs_exist_ok=True)
-        report = _tvm.tune(mod, target, db_dir, tune_trials, builder_timeout_s=tune_timeout_s,
-                           num_threads=threads, seed=seed, log_dir=tmp / "tuning_logs")
-        tuning = report.to_dict()
-        shutil.rmtree(tmp / "tuning_logs", ignore_errors=True)
-        if database_dir is not None:  # ship the records used with the artifact
-            shutil.copytree(db_dir, tmp / "tuning_db", dirs_exist_ok=True,
-                            ignore=shutil.ignore_patterns("logs"))
-        tuning["database_dir"] = "tuning_db" if database_dir is None else str(database_dir)
-    if _tvm.target_kind(target) == "cuda":  # its codegen workaround stays out of this process
-        link = _tvm.build_cuda_library(tmp / "model.onnx", target, tmp)
-    else:
-        exe = _tvm.build(mod, target, database_dir=db_dir)
-        link = _tvm.export_library(exe, tmp, target, cross_cc=cc_info.get("cc"), allow_tar=allow_tar,
-                                   cc_apt=cc_info.get("apt"))
+    target = _tvm.resolve_target(profile.tvm_target, num_cores=profile.threads if opts.tune_trials else None)
+    tuning, db_dir = _tune(_tvm, tmp, out, target, profile, opts)
+    link = _compile(_tvm, tmp, target, profile, db_dir, opts)
     compile_s = time.perf_counter() - t0
-
-    warnings: list[str] = []
-    predicted = summary.predicted_latency_ms
-    measured: dict[str, Any] | None = None
-    verification: dict[str, Any]
-    local = not _tvm.is_cross(target) and _tvm.target_kind(target) == "llvm"
-    if verify and local:
-        verification, measured = _verify_host(_tvm, tmp / link.file, tmp / "model.onnx", inputs,
-                                              threads=threads, tolerance=tolerance, warmup=warmup,
-                                              repeats=repeats, seed=seed)
-        if isinstance(predicted, (int, float)) and predicted > 0:
-            ratio = measured["tvm_median_ms"] / predicted
-            measured["tvm_over_predicted"] = round(ratio, 4)
-            if ratio > 1 + SLOWER_THAN_PREDICTED:
-                warnings.append(
-                    f"TVM latency on this machine {measured['tvm_median_ms']:.3f} ms is "
-                    f"{(ratio - 1) * 100:.0f}% above the predicted {predicted:.3f} ms"
-                    + ("" if tune_trials else "; untuned TVM is slow on CPU, try --tune-trials N"))
-    elif verify and (emulated := _verify_emulated(_tvm, tmp / link.file, tmp / "model.onnx", inputs, target,
-                                                  link, tolerance=tolerance, seed=seed)) is not None:
-        verification = emulated  # outputs only: no timing under emulation (measured stays None)
-    else:
-        where = (f"a GPU ({target.get('arch', 'cuda')})" if _tvm.target_kind(target) == "cuda"
-                 else _tvm.host_triple(target) or _tvm.target_kind(target))
-        reason = ("verification disabled" if not verify else
-                  f"the library targets {where}, not this machine; time it on the device "
-                  "(e.g. TvmRpcRunner / `hwprune profile --rpc`)")
-        verification = {"status": "skipped", "reason": reason}
+    predicted, prediction_note = _prediction(summary, profile)
+    verification, measured, warnings = _verify(_tvm, tmp, link, inputs, target, profile, opts)
+    if measured is not None:
+        warnings += _race(measured, predicted, profile, opts)
+    if prediction_note:
+        warnings.append(prediction_note)
     if link.format == "tar":
         warnings.append(f"library written as {link.file} (objects, not linked): {link.note}")
-
     meta: dict[str, Any] = {
         "schema_version": 1,
         "created_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "device": profile.name,
-        "device_class": profile.device_class,
-        "deploy_runtime": profile.deploy_runtime,
-        "target": target,
-        "profile_target": profile.tvm_target,
-        "tvm_version": _tvm.tvm_version(),
-        "library": link.to_dict(),
+        "device": profile.name, "device_class": profile.device_class,
+        "deploy_runtime": profile.deploy_runtime, "target": target, "profile_target": profile.tvm_target,
+        "tvm_version": _tvm.tvm_version(), "library": link.to_dict(),
         "inputs": [{"name": i.name, "shape": list(i.shape), "dtype": i.dtype} for i in inputs],
-        "run_dir": str(run.path),
-        "predicted_latency_ms": predicted,
-        "accuracy": summary.accuracy,
-        "compile_s": round(compile_s, 3),
-        "tuning": tuning,
-        "verification": verification,
-        "measured": measured,
+        "run_dir": str(run.path), "searched_for": summary.device, "predicted_latency_ms": predicted,
+        "accuracy": summary.accuracy, "compile_s": round(compile_s, 3), "tuning": tuning,
+        "verification": verification, "measured": measured,
         "build_host": {"machine": platform.machine(), "python": platform.python_version()},
     }
     if warnings:
@@ -213,6 +179,93 @@ def _build_artifact(_tvm: Any, run: RunDir, summary: RunSummary, profile: Device
                      if p.is_file() and p.name != "metadata.json"}
     (tmp / "metadata.json").write_text(json.dumps(meta, indent=2) + "\n")
     return meta
+
+
+def _tune(_tvm: Any, tmp: Path, out: Path, target: dict[str, Any], profile: DeviceProfile,
+          opts: _Options) -> tuple[dict[str, Any] | None, Path | None]:
+    """MetaSchedule tuning when asked; returns its report and the database folder."""
+    if not opts.tune_trials:
+        return None, None
+    db_dir = Path(opts.database_dir) if opts.database_dir is not None else tmp / "tuning_db"
+    if opts.database_dir is None and (out / "tuning_db").is_dir():  # re-export: keep old records
+        shutil.copytree(out / "tuning_db", db_dir, dirs_exist_ok=True)
+    report = _tvm.tune(_tvm.import_onnx(tmp / "model.onnx"), target, db_dir, opts.tune_trials,
+                       builder_timeout_s=opts.tune_timeout_s, num_threads=profile.threads, seed=opts.seed,
+                       log_dir=tmp / "tuning_logs")
+    tuning = report.to_dict()
+    shutil.rmtree(tmp / "tuning_logs", ignore_errors=True)
+    if opts.database_dir is not None:  # ship the records used with the artifact
+        shutil.copytree(db_dir, tmp / "tuning_db", dirs_exist_ok=True, ignore=shutil.ignore_patterns("logs"))
+    tuning["database_dir"] = "tuning_db" if opts.database_dir is None else str(opts.database_dir)
+    return tuning, db_dir
+
+
+def _compile(_tvm: Any, tmp: Path, target: dict[str, Any], profile: DeviceProfile, db_dir: Path | None,
+             opts: _Options) -> Any:
+    if _tvm.target_kind(target) == "cuda":  # its codegen workaround stays out of this process
+        return _tvm.build_cuda_library(tmp / "model.onnx", target, tmp)
+    cc_info = profile.cross_compiler or {}
+    exe = _tvm.build(_tvm.import_onnx(tmp / "model.onnx"), target, database_dir=db_dir)
+    return _tvm.export_library(exe, tmp, target, cross_cc=cc_info.get("cc"), allow_tar=opts.allow_tar,
+                               cc_apt=cc_info.get("apt"))
+
+
+def _prediction(summary: RunSummary, profile: DeviceProfile) -> tuple[float | None, str | None]:
+    """The run's predicted latency, which belongs to the device it was searched for."""
+    if summary.device in (None, profile.name):
+        return summary.predicted_latency_ms, None
+    return None, (f"the run was searched for '{summary.device}', so its predicted latency is not "
+                  f"'{profile.name}''s; predict it with: hwprune latency --device {profile.name} "
+                  f"--model MODEL --plan {RunDir.PLAN}")
+
+
+def _verify(_tvm: Any, tmp: Path, link: Any, inputs: list[Any], target: dict[str, Any], profile: DeviceProfile,
+            opts: _Options) -> tuple[dict[str, Any], dict[str, Any] | None, list[str]]:
+    """Outputs against onnxruntime (and both timed) here, or under emulation, or skipped."""
+    lib, onnx_path = tmp / link.file, tmp / "model.onnx"
+    if opts.verify and not _tvm.is_cross(target) and _tvm.target_kind(target) == "llvm":
+        verification, measured = _verify_host(_tvm, lib, onnx_path, inputs, threads=profile.threads,
+                                              tolerance=opts.tolerance, warmup=opts.warmup,
+                                              repeats=opts.repeats, seed=opts.seed)
+        return verification, measured, []
+    if opts.verify:
+        emulated = _verify_emulated(_tvm, lib, onnx_path, inputs, target, link, tolerance=opts.tolerance,
+                                    seed=opts.seed)
+        if emulated is not None:
+            return emulated, None, []  # outputs only: no timing under emulation
+    where = (f"a GPU ({target.get('arch', 'cuda')})" if _tvm.target_kind(target) == "cuda"
+             else _tvm.host_triple(target) or _tvm.target_kind(target))
+    reason = ("verification disabled" if not opts.verify else
+              f"the library targets {where}, not this machine; time it on the device "
+              "(e.g. TvmRpcRunner / `hwprune profile --rpc`)")
+    return {"status": "skipped", "reason": reason}, None, []
+
+
+def _race(measured: dict[str, Any], predicted: float | None, profile: DeviceProfile, opts: _Options) -> list[str]:
+    """Name the faster runtime, and hold what the device deploys to the run's prediction:
+    more than 10% above it is a failure (``SlowerThanPredictedError``) unless allowed."""
+    times = {"tvm": measured["tvm_median_ms"], "onnxruntime": measured["onnxruntime_median_ms"]}
+    faster = min(times, key=times.get)
+    other = max(times, key=times.get)
+    measured["faster_runtime"] = faster
+    measured["deployed_runtime"] = profile.deploy_runtime
+    measured["race"] = (f"{faster} is {times[other] / times[faster]:.2f}x faster than {other} on this machine "
+                        f"({times[faster]:.3f} vs {times[other]:.3f} ms); '{profile.name}' deploys with "
+                        f"{profile.deploy_runtime}")
+    notes: list[str] = []
+    deployed = times.get(profile.deploy_runtime)
+    if deployed is None or not isinstance(predicted, (int, float)) or predicted <= 0:
+        return notes
+    ratio = deployed / predicted
+    measured["deployed_over_predicted"] = round(ratio, 4)
+    if ratio > 1 + SLOWER_THAN_PREDICTED:
+        message = (f"the artifact ({profile.deploy_runtime}) runs in {deployed:.3f} ms here, "
+                   f"{(ratio - 1) * 100:.0f}% above the {predicted:.3f} ms the run predicted")
+        if not opts.allow_slower:
+            raise SlowerThanPredictedError(message, "re-measure the table (hwprune profile) and search again, "
+                                                    "or pass --allow-slower to keep it")
+        notes.append(message)
+    return notes
 
 
 def _verify_host(_tvm: Any, lib: Path, onnx_path: Path, inputs: list[Any], *, threads: int,

@@ -13,7 +13,7 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 
-from hwprune.compile import export_artifact
+from hwprune.compile import SlowerThanPredictedError, export_artifact
 from hwprune.runtimes import tvm as _tvm
 from hwprune.errors import CompileError, ConfigError, HwpruneError, MissingDependencyError
 
@@ -68,12 +68,26 @@ def test_host_export_matches_onnxruntime(make_run, tmp_path: Path) -> None:
     assert _leftovers(tmp_path) == []
 
 
-def test_slower_than_predicted_gives_warning(make_run, tmp_path: Path) -> None:
+def test_slower_than_predicted_fails_unless_allowed(make_run, tmp_path: Path) -> None:
     run = make_run(predicted_latency_ms=1e-4)
+    with pytest.raises(SlowerThanPredictedError, match="above the 0.000 ms the run predicted") as info:
+        export_artifact(run, "host", tmp_path / "art", repeats=5, warmup=2)
+    assert "\n" not in str(info.value) and "--allow-slower" in info.value.hint
+    assert not (tmp_path / "art").exists() and _leftovers(tmp_path) == []
+    meta = export_artifact(run, "host", tmp_path / "art", repeats=5, warmup=2, allow_slower=True)
+    assert "above the 0.000 ms the run predicted" in meta["warning"] and "\n" not in meta["warning"]
+    m = meta["measured"]
+    assert m["deployed_runtime"] == "onnxruntime" and m["deployed_over_predicted"] > 1.1
+    # both runtimes timed with one protocol, the faster one named
+    assert m["faster_runtime"] == min(("tvm", "onnxruntime"), key=lambda r: m[f"{r}_median_ms"])
+    assert m["faster_runtime"] in m["race"]
+
+
+def test_export_for_another_device_drops_the_runs_prediction(make_run, tmp_path: Path) -> None:
+    run = make_run(device="pixel7", predicted_latency_ms=1e-4)   # searched for the phone
     meta = export_artifact(run, "host", tmp_path / "art", repeats=5, warmup=2)
-    assert "above the predicted" in meta["warning"]
-    assert "\n" not in meta["warning"]
-    assert meta["measured"]["tvm_over_predicted"] > 1.1
+    assert meta["predicted_latency_ms"] is None and meta["searched_for"] == "pixel7"
+    assert "searched for 'pixel7'" in meta["warning"]
 
 
 def test_pixel7_export_is_aarch64_elf(make_run, tmp_path: Path) -> None:

@@ -49,7 +49,8 @@ def summary_markdown(summary: RunSummary) -> str:
         f"| val accuracy | {_fmt(d['accuracy']['val'])} | {_fmt(p['accuracy']['val'])} |",
         f"| test accuracy | {_fmt(d['accuracy']['test'])} | {_fmt(p['accuracy']['test'])} |",
         f"| predicted latency (ms) | {_fmt(d['predicted_ms'], '.4g')} | {_fmt(p['predicted_ms'], '.4g')} |",
-        f"| measured latency (ms, onnxruntime) | {_fmt(d['measured_ms'], '.4g')} | {_fmt(p['measured_ms'], '.4g')} |",
+        f"| measured latency (ms, {(p.get('measured') or {}).get('runtime', 'not measured')}) | {_fmt(d['measured_ms'], '.4g')} | "
+        f"{_fmt(p['measured_ms'], '.4g')} |",
         f"| params | {d['params']:,} | {p['params']:,} |",
         f"| MACs | {d['macs']:,} | {p['macs']:,} |",
         f"| memory (weights + peak activations) | {format_bytes(d['memory_bytes'])} | "

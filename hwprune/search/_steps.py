@@ -34,7 +34,7 @@ from hwprune.search._study import PlanSearch, SearchOutcome, TrialRecord, plan_f
 from hwprune.task import FinetuneRecipe, TaskData, evaluate, load_task
 
 __all__ = ["SearchConfig", "SearchSetup", "StudyResult", "Winner", "WinnerScores", "build_summary", "choose_winner",
-           "estimated_table_warning", "measure_winner", "prepare_search", "run_study", "write_run"]
+           "measure_winner", "prepare_search", "run_study", "write_run"]
 
 Log = Callable[[str], None]
 
@@ -125,18 +125,11 @@ class SearchSetup:
         return self.budget.fits(self.predictor.predict_ms(plan), self.analysis.cost.cost(plan).memory_bytes)
 
 
-def estimated_table_warning(table_kind: str, device: str, model_spec: str) -> str | None:
-    """The warning for a table that is not all measured on the device (None if it is)."""
-    if table_kind == "measured":
-        return None
-    return (f"the '{device}' latency table is {table_kind} (not measured on the device), so "
-            f"predicted latencies and the budget check are estimates; measure the real device "
-            f"with: hwprune profile --device {device} --model {model_spec} "
-            f"--runner 'ssh user@board hwprune worker' (onnxruntime) or --rpc HOST:PORT (TVM RPC)")
+def _table_warnings(predictor: Any, profile: Any, model_spec: str, floor_ms: float) -> list[str]:
+    from hwprune.latency._store import table_warning
 
-
-def _table_warnings(predictor: Any, device: str, model_spec: str, floor_ms: float) -> list[str]:
-    warnings = [w for w in [estimated_table_warning(predictor.table.kind, device, model_spec)] if w]
+    device = profile.name
+    warnings = [w for w in [table_warning(predictor.table.kind, profile, model_spec)] if w]
     if floor_ms <= 0:
         warnings.append(f"the latency table predicts {floor_ms:.4g} ms for the smallest plan: its "
                         f"calibration offset is off, so small plans look faster than they are; "
@@ -166,7 +159,7 @@ def prepare_search(config: SearchConfig, log: Log | None = None) -> SearchSetup:
     floor_plan = space.smallest_plan()
     floor_ms = float(predictor.predict_ms(floor_plan))
     check_reachable(budget, floor_ms, cost.cost(floor_plan).memory_bytes, lm.model_id, profile.name)
-    warnings = _table_warnings(predictor, profile.name, lm.spec or lm.model_id, floor_ms)
+    warnings = _table_warnings(predictor, profile, lm.spec or lm.model_id, floor_ms)
     run = RunDir.create(config.run_dir, resume=config.resume, shared_study=bool(config.storage_url))
     say(f"budget: {budget.describe()}; dense predicted {dense_ms:.4g} ms, "
         f"fastest reachable {floor_ms:.4g} ms ({predictor.table.kind} table)")

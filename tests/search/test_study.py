@@ -24,7 +24,8 @@ from hwprune.latency import LatencyTable, open_predictor
 from hwprune.latency._profiler import profile_model
 from hwprune.models import load_model
 from hwprune.search import Budget, PlanSearch, load_pruned, run_search, widest_uniform_plan
-from hwprune.search._steps import estimated_table_warning
+from hwprune.devices import load_profile
+from hwprune.latency._store import table_warning
 from hwprune.search._study import INFEASIBLE_SCORE
 
 torch.set_num_threads(1)
@@ -210,9 +211,11 @@ def test_impossible_budget_stops_before_searching(setup, tables, tmp_path, monke
 
 
 def test_estimated_table_warning_names_profile_command() -> None:
-    assert estimated_table_warning("measured", "host", "demo") is None
-    w = estimated_table_warning("estimated", "pixel7", "demo")
-    assert "hwprune profile --device pixel7 --model demo" in w and "--runner" in w and "--rpc" in w
+    assert table_warning("measured", load_profile("host"), "demo") is None
+    w = table_warning("estimated", load_profile("pixel7"), "demo")
+    assert "hwprune profile --device pixel7 --model demo" in w and "--rpc" in w
+    w = table_warning("mixed", load_profile("jetson-orin-nano"), "demo")
+    assert "--runner 'ssh USER@DEVICE hwprune worker'" in w
 
 
 _TASK = """

@@ -41,7 +41,7 @@ def open_predictor(analysis, device: str, tables: str | Path | None = None, chec
     if not profile.measurable_here and table.kind in ("estimated", "empty"):
         missing = needed_keys(analysis) - set(table.rows)
         if missing:
-            from hwprune.devices._estimate import AnalyticEstimator
+            from hwprune.latency._estimate import AnalyticEstimator
 
             est = AnalyticEstimator(profile)
             for key in missing:

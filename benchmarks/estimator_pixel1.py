@@ -26,12 +26,12 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # run from a checkout without installing
 
-from hwprune.devices._calibrate import (DATASET, PHONE_CPU_PRIOR, WIDTHS, dataset_dir,  # noqa: E402
+from hwprune.latency._estimate_fit import (DATASET, PHONE_CPU_PRIOR, WIDTHS, dataset_dir,  # noqa: E402
                                         evaluate, fit_factors, load_nodes, load_samples,
                                         unmodelled_nodes)
-from hwprune.devices._estimate import MODEL_VERSION, AnalyticEstimator, Factors  # noqa: E402
+from hwprune.latency._estimate import MODEL_VERSION, AnalyticEstimator, Factors  # noqa: E402
 from hwprune.devices._profile import load_profile  # noqa: E402
-from hwprune.devices._tflite_log import write_nodes_csv  # noqa: E402
+from hwprune.latency._tflite_log import write_nodes_csv  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results"
 CALIBRATION = ROOT / "device_profiles" / "calibration" / "phone-cpu.json"
@@ -138,7 +138,7 @@ def _stale(shipped: Factors, refit: Factors) -> list[str]:
 
 def _other_devices() -> list[tuple[str, str, float]]:
     """MobileNetV1 1.0 end-to-end on devices with no ground truth here (illustration)."""
-    from hwprune.devices._calibrate import mobilenet_v1_sigs
+    from hwprune.latency._estimate_fit import mobilenet_v1_sigs
     sigs = [s for _, s in mobilenet_v1_sigs("1.0")]
     out = []
     for name in ("pixel7", "jetson-orin-nano", "a100", "h100"):
@@ -183,7 +183,7 @@ def main(argv: list[str] | None = None) -> int:
         "# Analytic latency estimate vs real Pixel 1 timings",
         "",
         f"Model `{MODEL_VERSION}`: per kernel `max(2*MACs / (peak * eff[class]), bytes / (bw * bw_eff[class])) + overhead`",
-        f"(`hwprune/devices/_estimate.py`). Method string: `{est.method}`.",
+        f"(`hwprune/latency/_estimate.py`). Method string: `{est.method}`.",
         f"Data: `device_profiles/data/{DATASET}` (TFLite benchmark_model, Pixel 1, fp32, 1 thread; "
         "mean of 3 logs per width). Pixel 1 peaks: "
         f"{profile.peak_gflops('float32')} GFLOP/s fp32, {profile.hardware['memory_bandwidth_gbs']} GB/s.",

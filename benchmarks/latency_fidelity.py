@@ -31,9 +31,7 @@ from hwprune.devices import load_profile
 from hwprune.devices import LocalRunner
 from hwprune.runtimes.ort import cpu_model
 from hwprune.runtimes.timing import TimingProtocol
-from hwprune.latency._predict import LatencyPredictor
-from hwprune.latency._profiler import profile_model
-from hwprune.latency._table import LatencyTable
+from hwprune.latency import LatencyPredictor, LatencyTable, profile_model
 from hwprune.models import load_model
 from hwprune.onnx_export import to_onnx_bytes
 
@@ -74,7 +72,7 @@ def main() -> int:
     for name in args.models:
         analysis = analyze(load_model(name))
         table = LatencyTable.load(directory, "host", create=True)
-        if analysis.model_key not in table.meta.get("models", {}) or table.meta.get("measured_on", {}).get("cpu") != cpu_model():
+        if analysis.model_key not in table.meta.models or table.meta.measured_on.get("cpu") != cpu_model():
             runner = LocalRunner(runtime, protocol=TimingProtocol(warmup=10, repeats=50, min_time_s=0.1))
             start = time.perf_counter()
             with runner:
@@ -83,7 +81,7 @@ def main() -> int:
                            "reused": rep.reused, "interpolated": rep.interpolated,
                            "calibration_points": rep.calibration_points})
             table = LatencyTable.load(directory, "host")
-        table.check_fresh(runtime.facts())
+        table.check_fresh(runtime.identity())
         pred = LatencyPredictor(analysis, table)
         rng = random.Random(args.seed)
         plans = [analysis.space.random_plan(rng, 0.0, args.max_ratio) for _ in range(args.plans)]

@@ -126,7 +126,7 @@ def predictor_for(analysis, tables: str | None, log) -> tuple[Any, str]:
     except TableError as exc:
         log(f"no usable host table ({str(exc).split(';')[0]}); profiling the demo model")
     from hwprune.devices import LocalRunner
-    from hwprune.latency._profiler import profile_model
+    from hwprune.latency import profile_model
 
     d = Path(tempfile.mkdtemp(prefix="hwprune-bench-tables-"))
     t0 = time.perf_counter()

@@ -25,7 +25,7 @@ def _device_row(name: str, args: argparse.Namespace) -> dict[str, Any]:
     from hwprune._paths import resolve_table
     from hwprune.devices import load_profile
     from hwprune.errors import HwpruneError
-    from hwprune.latency._table import LatencyTable
+    from hwprune.latency import LatencyTable
 
     prof = load_profile(name)
     directory, origin = resolve_table(name, args.tables, args.work_dir)
@@ -41,7 +41,7 @@ def _device_row(name: str, args: argparse.Namespace) -> dict[str, Any]:
         info.update(table=t.kind, models=sorted(t.meta.get("models", {})), entries=t.counts())
         if prof.measurable_here and t.measured_keys():
             try:
-                t.check_fresh(prof.local_runtime().facts())
+                t.check_fresh(prof.local_runtime().identity())
             except HwpruneError as exc:
                 info.update(table="stale", stale_reason=str(exc))
     except HwpruneError as exc:

@@ -52,9 +52,8 @@ def add_parser(sub) -> None:
 def run(args: argparse.Namespace) -> int:
     from hwprune._paths import tables_dir
     from hwprune.devices import load_profile, runner_for
-    from hwprune.latency._profiler import estimate_model, profile_model
+    from hwprune.latency import AnalyticEstimator, LatencyTable, estimate_model, profile_model
     from hwprune.latency._store import table_for_update
-    from hwprune.latency._table import LatencyTable
     from hwprune.pruning import analyze
 
     profile = load_profile(args.device)
@@ -67,8 +66,6 @@ def run(args: argparse.Namespace) -> int:
     if note and args.format != "json":
         print(f"hwprune: {note}", file=sys.stderr)
     if runner is None:
-        from hwprune.devices._estimate import AnalyticEstimator
-
         est = AnalyticEstimator(profile)
         report = estimate_model(analysis, table, est)
         kind = f"ESTIMATED ({est.method})"

@@ -1,16 +1,41 @@
-"""Latency lookup tables: kernel extraction, profiling, tables and prediction."""
+"""Latency lookup tables: building them on a device, estimating them, predicting from them.
+
+Two backends fill a table: :func:`profile_model` times kernels on the device (a runner)
+and :func:`estimate_model` asks an analytic model (:class:`AnalyticEstimator`). A
+:class:`LatencyPredictor` sums a plan's kernels from the table and calibrates the sum.
+
+>>> # table = open_table("host")
+>>> # predictor = open_predictor(analysis, "host"); predictor.predict_ms(plan)
+"""
 from __future__ import annotations
 
 from pathlib import Path
 
-from hwprune.runtimes.kernels import KernelSig
+from hwprune.latency._calibration import calibration_plans
+from hwprune.latency._design import anchor_plans
+from hwprune.latency._estimate import AnalyticEstimator, Factors
+from hwprune.latency._grid import anchor_keys, needed_keys
+from hwprune.latency._predict import KernelTime, LatencyPredictor, fit_calibration
+from hwprune.latency._profiler import ProfileReport, estimate_model, profile_model
+from hwprune.latency._records import (TABLE_SCHEMA, CalibrationPoint, CalibrationRound, Entry, Source,
+                                      TableMeta)
 from hwprune.latency._table import LatencyTable
+from hwprune.runtimes.kernels import KernelSig
 
-__all__ = ["KernelSig", "LatencyTable", "open_table", "open_predictor"]
+__all__ = ["KernelSig", "LatencyTable", "Entry", "Source", "TableMeta", "CalibrationPoint",
+           "CalibrationRound", "TABLE_SCHEMA", "LatencyPredictor", "KernelTime", "fit_calibration",
+           "ProfileReport", "profile_model", "estimate_model", "needed_keys", "anchor_keys", "anchor_plans",
+           "calibration_plans", "AnalyticEstimator", "Factors", "open_table", "open_predictor"]
 
 
 def open_table(device: str, tables: str | Path | None = None, check_fresh: bool = True) -> LatencyTable:
-    """Load the device's table; for the host, refuse a table measured elsewhere (stale)."""
+    """Load the device's table (yours, else the shipped one); for the host, refuse a table
+    measured elsewhere (stale).
+
+    Read-only and cheap: freshness is checked on the runtime's identity
+    (:meth:`~hwprune.runtimes.Runtime.identity`, no session built); the channel block
+    the predictor uses is the one the table recorded.
+    """
     from hwprune._paths import resolve_table
     from hwprune.devices import load_profile
 
@@ -20,11 +45,12 @@ def open_table(device: str, tables: str | Path | None = None, check_fresh: bool 
         return LatencyTable.load(directory, profile.name, create=True)  # filled by estimates
     table = LatencyTable.load(directory, profile.name)
     if check_fresh and profile.measurable_here and table.measured_keys():
-        table.check_fresh(profile.local_runtime().facts())
+        table.check_fresh(profile.local_runtime().identity())
     return table
 
 
-def open_predictor(analysis, device: str, tables: str | Path | None = None, check_fresh: bool = True):
+def open_predictor(analysis, device: str, tables: str | Path | None = None,
+                   check_fresh: bool = True) -> LatencyPredictor:
     """A :class:`LatencyPredictor` for ``analysis``'s model on ``device``.
 
     Raises ``TableError`` (no table), ``StaleTableError`` (host table measured on another
@@ -33,20 +59,17 @@ def open_predictor(analysis, device: str, tables: str | Path | None = None, chec
     missing kernels are estimated on the fly (in memory, marked ``estimated``).
     """
     from hwprune.devices import load_profile
-    from hwprune.latency._predict import LatencyPredictor
-    from hwprune.latency._profiler import needed_keys
 
     profile = load_profile(device)
     table = open_table(device, tables, check_fresh)
     if not profile.measurable_here and table.kind in ("estimated", "empty"):
         missing = needed_keys(analysis) - set(table.rows)
         if missing:
-            from hwprune.devices._estimate import AnalyticEstimator
-
             est = AnalyticEstimator(profile)
             for key in missing:
-                table.put(key, est.estimate_ms(KernelSig.from_key(key)), "estimated", est.method)
-            table.meta.setdefault("estimator", est.describe())
+                table.put(key, est.estimate_ms(KernelSig.from_key(key)), Source.ESTIMATED, est.method)
+            if table.meta.estimator is None:
+                table.meta.estimator = est.describe()
     predictor = LatencyPredictor(analysis, table)
     predictor.check_complete()
     return predictor

@@ -1,15 +1,26 @@
-"""Micro models: one kernel as a standalone ONNX model, for timing."""
+"""Micro timing: one kernel as a standalone ONNX model, timed alone.
+
+The fallback for runners that cannot profile whole models (TVM RPC) and for kernels no
+anchor design covers. A micro model's median includes the harness's per-run cost, measured
+once per table on a near-empty model and taken off (:func:`harness_overhead_ms`).
+"""
 from __future__ import annotations
+
+from typing import Callable, Sequence
 
 import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
+from hwprune.devices import MicroModel, Runner
 from hwprune.errors import ConfigError
-from hwprune.runtimes.kernels import KernelSig
+from hwprune.latency._progress import progress_bar
+from hwprune.latency._records import Entry, Source, now_iso
+from hwprune.latency._table import LatencyTable
 from hwprune.onnx_export import OPSET
+from hwprune.runtimes.kernels import KernelSig
 
-__all__ = ["micro_model", "micro_inputs"]
+__all__ = ["micro_model", "harness_overhead_ms", "micro_method", "time_micro"]
 
 
 def _act_nodes(act: str, src: str, dst: str) -> tuple[list[onnx.NodeProto], list[onnx.TensorProto]]:
@@ -27,18 +38,6 @@ def _act_nodes(act: str, src: str, dst: str) -> tuple[list[onnx.NodeProto], list
     if act in names:
         return [helper.make_node(names[act], [src], [dst])], []
     raise ConfigError(f"cannot build a micro model for activation '{act}'")
-
-
-def micro_inputs(sig: KernelSig, seed: int = 0) -> dict[str, np.ndarray]:
-    rng = np.random.default_rng(seed)
-    if sig.op == "gemm":
-        feeds = {"x": rng.standard_normal((1, sig.cin), dtype=np.float32)}
-    else:
-        feeds = {"x": rng.standard_normal((1, sig.cin, sig.h, sig.w), dtype=np.float32)}
-    if (sig.op == "conv" and sig.residual) or sig.op == "add":
-        ho, wo = sig.out_hw
-        feeds["r"] = rng.standard_normal((1, sig.cout, ho, wo), dtype=np.float32)
-    return feeds
 
 
 def micro_model(sig: KernelSig, seed: int = 0) -> bytes:
@@ -98,3 +97,42 @@ def micro_model(sig: KernelSig, seed: int = 0) -> bytes:
                               producer_name="hwprune-micro")
     model.ir_version = 8
     return model.SerializeToString()
+
+
+def harness_overhead_ms(runner: Runner) -> float:
+    """Latency of a near-empty model (one ReLU on one value): the per-run harness cost."""
+    g = helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "overhead",
+                          [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 1, 1, 1])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 1, 1, 1])])
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    m.ir_version = 8
+    res = next(iter(runner.measure([MicroModel("overhead:relu:1x1x1x1", m.SerializeToString())])))
+    return 0.0 if res.error else float(res.median_ms)
+
+
+def micro_method(overhead_ms: float, facts_text: str) -> str:
+    return f"micro model (median minus {overhead_ms:.4f} ms harness overhead): {facts_text}"
+
+
+def time_micro(table: LatencyTable, runner: Runner, sigs: Sequence[KernelSig], overhead_ms: float, method: str,
+               progress: bool, desc: str, on_measure: Callable[[int], None] | None = None) -> tuple[int, list[str]]:
+    """Time each kernel alone and journal it; returns (kernels timed, failures as text)."""
+    timed, failed = 0, []
+    if not sigs:
+        return timed, failed
+    bar = progress_bar(len(sigs), desc, progress)
+    try:
+        for m in runner.measure(MicroModel(sig.key, micro_model(sig)) for sig in sigs):
+            if m.error:
+                failed.append(f"{m.key}: {m.error}")
+            else:
+                table.record(Entry(m.key, max(m.median_ms - overhead_ms, 0.1 * m.median_ms), Source.MEASURED,
+                                   method, now_iso(), "micro", p10_ms=m.p10_ms, p90_ms=m.p90_ms,
+                                   std_ms=m.std_ms, runs=m.runs, raw_median_ms=m.median_ms))
+                timed += 1
+            bar.update(1)
+            if on_measure:
+                on_measure(timed)
+    finally:
+        bar.close()
+    return timed, failed

@@ -1,12 +1,18 @@
-"""Predicting a plan's latency from a table: a sum of kernel lookups, then calibration."""
+"""Predicting a plan's latency from a table: a sum of kernel lookups, then calibration.
+
+Off its own anchors a model is predicted on its own grid (:func:`~hwprune.latency._grid.
+own_grid_values`, with the table's recorded ``channel_block``); the sum is then mapped
+through the model's end-to-end calibration points (:func:`fit_calibration`).
+"""
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from hwprune.pruning import Analysis
 from hwprune.errors import MissingKernelsError
+from hwprune.latency._grid import needed_keys, own_grid_values
+from hwprune.latency._records import CalibrationPoint
 from hwprune.latency._table import LatencyTable
-from hwprune.pruning import PruningPlan
+from hwprune.pruning import Analysis, PruningPlan
 
 __all__ = ["LatencyPredictor", "KernelTime", "fit_calibration"]
 
@@ -58,39 +64,37 @@ class LatencyPredictor:
         self.analysis = analysis
         self.table = table
         self.lookup = table.lookup()
-        self.sources = {k: r["source"] for k, r in table.rows.items()}
-        from hwprune.latency._profiler import own_grid_values
-
-        # off its own grid points a model is predicted from its own context (see there)
+        self.sources = {k: e.source.value for k, e in table.rows.items()}
+        # off its own grid points a model is predicted from its own context (own_grid_values)
         for key, ms in own_grid_values(analysis, table).items():
             self.lookup[key] = ms
             self.sources[key] = "interpolated"
         self.groups = [g.name for g in analysis.space.groups]
-        cal = table.meta.get("calibration", [])
-        mine = [(self._point_sum(p), p["measured_ms"]) for p in cal if p.get("model") == analysis.model_key]
+        cal = table.meta.calibration
+        mine = [(self._point_sum(p), p.measured_ms) for p in cal if p.model == analysis.model_key]
         self.calibration_scope = "model" if mine else ("device" if cal else "none")
         # a floor for extrapolation: never predict below the lowest measured/sum ratio
         self.min_ratio = min((y / x for x, y in mine if x > 0), default=0.0)
         if mine:
             self.scale, self.offset = fit_calibration(mine)
         elif cal:  # another model's points: transfer only the scale
-            self.scale = sum(p["measured_ms"] for p in cal) / sum(p["kernel_sum_ms"] for p in cal)
+            self.scale = sum(p.measured_ms for p in cal) / sum(p.kernel_sum_ms for p in cal)
             self.offset = 0.0
         else:
             self.scale, self.offset = 1.0, 0.0
 
-    def _point_sum(self, point: dict) -> float:
+    def _point_sum(self, point: CalibrationPoint) -> float:
         """A calibration point's kernel sum on the table as it is now.
 
         Another model's build may have re-timed or re-interpolated kernels this model
         shares since the point was measured; the fit must see today's sums. Points from
         before ``keep`` was stored keep their recorded sum.
         """
-        keep = point.get("keep")
+        keep = point.keep
         try:
             return self.kernel_sum_ms(self.analysis.space._plan({g: int(keep[g]) for g in self.groups}))
         except (TypeError, KeyError, MissingKernelsError):  # no plan stored, or not in the table
-            return float(point["kernel_sum_ms"])
+            return float(point.kernel_sum_ms)
 
     def _keep(self, plan: PruningPlan) -> list[int]:
         full = self.analysis.space.full_keep(plan)
@@ -149,8 +153,6 @@ class LatencyPredictor:
 
     def check_complete(self) -> None:
         """Raise MissingKernelsError unless every plan in the space can be predicted."""
-        from hwprune.latency._profiler import needed_keys
-
         missing = sorted(needed_keys(self.analysis) - set(self.lookup))
         if missing:
             self._raise_missing(missing)

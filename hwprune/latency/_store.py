@@ -31,7 +31,7 @@ def table_for_update(profile, directory: Path) -> tuple[LatencyTable, str | None
         try:
             base = LatencyTable.load(shipped, profile.name)
             if profile.measurable_here and base.measured_keys():
-                base.check_fresh(profile.local_runtime().facts())
+                base.check_fresh(profile.local_runtime().identity())
             directory.mkdir(parents=True, exist_ok=True)
             for src in LatencyTable.paths(shipped, profile.name)[:2]:
                 shutil.copyfile(src, directory / src.name)

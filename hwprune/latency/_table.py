@@ -1,16 +1,22 @@
 """Latency tables: one per device, a CSV pandas can read plus a JSON of metadata.
 
-``latency_tables/<device>.csv.gz`` (``pd.read_csv`` reads it as is) holds one row per kernel signature (``key``) with its
-latency and how it was obtained (``source``: measured / interpolated / estimated, and
-``method``). ``latency_tables/<device>.json`` records the schema version, the device, the
-machine and runtime versions that measured it, the timing protocol, the models profiled,
-and the calibration points. Writes are atomic (temp file + rename); measurements in
-flight are appended to ``<device>.journal.jsonl`` and folded in on the next write, so a
-killed profiler loses at most the kernel it was timing.
+``latency_tables/<device>.csv.gz`` (``pd.read_csv`` reads it as is) holds one row per
+kernel signature (``key``, spelled out in the signature columns) with its latency and how
+it was obtained (:class:`~hwprune.latency.Entry`: ``source`` measured / interpolated /
+estimated, ``timing`` in context or alone, ``method``, ``samples_ms``...).
+``latency_tables/<device>.json`` (:class:`~hwprune.latency.TableMeta`) records the schema
+version, the device, the machine and runtime versions that measured it, the timing
+protocol, the models profiled and the calibration points. Writes are atomic (temp file +
+rename); measurements in flight are appended to ``<device>.journal.jsonl`` (one JSON
+object per line, typed by its ``op``: ``entry`` or ``calibration_round``) and folded in on
+the next write, so a killed profiler loses at most the measurement it was making.
 """
 from __future__ import annotations
 
+import csv
 import datetime as _dt
+import gzip
+import io
 import json
 import math
 import os
@@ -20,41 +26,33 @@ from typing import Any, Iterable
 
 import pandas as pd
 
+from hwprune._io import atomic_write, atomic_write_with
 from hwprune.errors import StaleTableError, TableError
-from hwprune.runtimes.kernels import SIG_FIELDS, KernelSig
+from hwprune.latency._records import (COLUMNS, READABLE_SCHEMAS, TABLE_SCHEMA, CalibrationRound, Entry,
+                                      Source, TableMeta, entry_from_cells, entry_from_json, entry_to_cells,
+                                      entry_to_json, legacy_entry, now_iso)
 
-__all__ = ["LatencyTable", "TABLE_SCHEMA", "SOURCES", "now_iso", "atomic_write_text"]
+__all__ = ["LatencyTable", "TABLE_SCHEMA", "SOURCES", "FRESHNESS_FIELDS"]
 
-TABLE_SCHEMA = 1
-SOURCES = ("measured", "interpolated", "estimated")
-VALUE_COLUMNS = ["latency_ms", "p10_ms", "p90_ms", "std_ms", "runs", "source", "method", "created"]
-COLUMNS = ["key"] + SIG_FIELDS + VALUE_COLUMNS
-#: facts that must match for a measured table to describe this machine
+SOURCES = tuple(s.value for s in Source)
+#: facts that must match for a measured table to describe this machine (a fact the
+#: caller does not give, e.g. the probed channel block, is not compared)
 FRESHNESS_FIELDS = ("cpu", "runtime", "runtime_version", "provider", "threads", "graph_optimization_level",
                     "channel_block")
-
-
-def now_iso() -> str:
-    return _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat()
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "w") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 @dataclass
 class LatencyTable:
     device: str
-    meta: dict[str, Any] = field(default_factory=dict)
-    rows: dict[str, dict[str, Any]] = field(default_factory=dict)   # key -> row
+    meta: TableMeta = None  # type: ignore[assignment]  # filled in __post_init__
+    rows: dict[str, Entry] = field(default_factory=dict)   # key -> entry
     directory: Path | None = None
-    #: end-to-end calibration rounds a killed profile journaled (``kind: calibration_round``)
-    pending_calibration: list[dict[str, Any]] = field(default_factory=list)
+    #: end-to-end calibration rounds a killed profile journaled
+    pending_calibration: list[CalibrationRound] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if self.meta is None:
+            self.meta = TableMeta(self.device)
 
     # ---- files -------------------------------------------------------------------------
     @staticmethod
@@ -64,47 +62,23 @@ class LatencyTable:
 
     @classmethod
     def exists(cls, directory: Path, device: str) -> bool:
-        csv, meta, journal = cls.paths(directory, device)
-        return (csv.is_file() and meta.is_file()) or journal.is_file()
+        csv_path, meta, journal = cls.paths(directory, device)
+        return (csv_path.is_file() and meta.is_file()) or journal.is_file()
 
     @classmethod
     def load(cls, directory: Path, device: str, create: bool = False) -> "LatencyTable":
-        csv, meta_path, journal = cls.paths(directory, device)
-        if not (csv.is_file() and meta_path.is_file()):
-            if create:
-                table = cls(device, {"schema_version": TABLE_SCHEMA, "device": device,
-                                     "created": now_iso(), "models": {}, "calibration": []},
-                            {}, directory)
-                table._replay(journal)
-                return table
-            raise TableError(f"no latency table for device '{device}' in {directory}",
-                             f"build one with: hwprune profile --device {device} --model MODEL")
-        fix = f"rebuild it with: hwprune profile --device {device} --model MODEL (after deleting {csv.name})"
-        try:
-            meta = json.loads(meta_path.read_text())
-        except (OSError, json.JSONDecodeError) as exc:
-            raise TableError(f"latency table metadata '{meta_path}' is corrupt: {exc}", fix) from exc
-        if not isinstance(meta, dict) or meta.get("schema_version") != TABLE_SCHEMA:
-            raise TableError(f"latency table '{meta_path}' has schema "
-                             f"{meta.get('schema_version') if isinstance(meta, dict) else '?'}, "
-                             f"this hwprune reads {TABLE_SCHEMA}", fix)
-        try:
-            df = pd.read_csv(csv, keep_default_na=False, na_values=[""])
-        except Exception as exc:
-            raise TableError(f"latency table '{csv}' is corrupt: {type(exc).__name__}: {exc}", fix) from exc
-        missing = [c for c in ("key", "latency_ms", "source", "method") if c not in df.columns]
-        if missing:
-            raise TableError(f"latency table '{csv}' lacks columns {', '.join(missing)}", fix)
-        lat = pd.to_numeric(df["latency_ms"], errors="coerce")
-        bad = df["key"][lat.isna() | (lat < 0)].tolist()
-        if bad:
-            raise TableError(f"latency table '{csv}' has {len(bad)} invalid latencies "
-                             f"(first: {bad[0]})", fix)
-        bad_src = sorted(set(df["source"]) - set(SOURCES))
-        if bad_src:
-            raise TableError(f"latency table '{csv}' has unknown sources {bad_src}", fix)
-        rows = {r["key"]: r for r in df.to_dict("records")}
-        table = cls(device, meta, rows, directory)
+        """The table of ``device`` in ``directory`` with its journal folded in. A missing
+        table is a :class:`TableError` unless ``create`` (then an empty one)."""
+        directory = Path(directory)
+        csv_path, meta_path, journal = cls.paths(directory, device)
+        if not (csv_path.is_file() and meta_path.is_file()):
+            if not create:
+                raise TableError(f"no latency table for device '{device}' in {directory}",
+                                 f"build one with: hwprune profile --device {device} --model MODEL")
+            table = cls(device, TableMeta(device), {}, directory)
+        else:
+            meta = _read_meta(meta_path, device)
+            table = cls(device, meta, _read_rows(csv_path, meta.schema_version, device), directory)
         table._replay(journal)
         return table
 
@@ -114,53 +88,62 @@ class LatencyTable:
         with open(journal) as f:
             for line in f:
                 try:
-                    row = json.loads(line)
+                    doc = json.loads(line)
                 except json.JSONDecodeError:
                     continue  # a line cut by a kill
-                if isinstance(row, dict) and row.get("kind") == "calibration_round":
-                    self.pending_calibration.append(row)
-                elif isinstance(row, dict) and "key" in row and "latency_ms" in row:
-                    self.rows[row["key"]] = row
+                if not isinstance(doc, dict):
+                    continue
+                op = doc.pop("op", None)
+                if op == "calibration_round" or doc.get("kind") == "calibration_round":
+                    self.pending_calibration.append(CalibrationRound.from_json(doc))
+                elif op == "entry":
+                    entry = entry_from_json(doc)
+                    self.rows[entry.key] = entry
+                elif op is None and "key" in doc and "latency_ms" in doc:  # before journal ops
+                    entry = legacy_entry(doc)
+                    self.rows[entry.key] = entry
 
-    def append_journal(self, row: dict[str, Any]) -> None:
-        """Record one finished measurement durably before the next one starts."""
-        self._append(row)
-        self.rows[row["key"]] = row
+    def record(self, entry: Entry) -> Entry:
+        """Put ``entry`` and journal it durably before the next measurement starts."""
+        self._append(entry_to_json(entry))
+        self.rows[entry.key] = entry
+        return entry
 
-    def append_calibration_round(self, row: dict[str, Any]) -> None:
+    def append_calibration_round(self, rnd: CalibrationRound) -> None:
         """Record end-to-end calibration timings durably (folded in by the profile that
         finishes the calibration; a resumed profile starts from them)."""
-        row = {**row, "kind": "calibration_round"}
         if self.directory is not None:
-            self._append(row)
-        self.pending_calibration.append(row)
+            self._append(rnd.to_json())
+        self.pending_calibration.append(rnd)
 
-    def _append(self, row: dict[str, Any]) -> None:
-        assert self.directory is not None
+    def _append(self, doc: dict[str, Any]) -> None:
+        if self.directory is None:
+            raise TableError(f"the '{self.device}' table has no folder to journal to")
         self.directory.mkdir(parents=True, exist_ok=True)
         journal = self.paths(self.directory, self.device)[2]
         with open(journal, "a") as f:
-            f.write(json.dumps(row) + "\n")
+            f.write(json.dumps(doc) + "\n")
             f.flush()
             os.fsync(f.fileno())
 
     def save(self) -> None:
-        assert self.directory is not None
-        self.directory.mkdir(parents=True, exist_ok=True)
-        csv, meta_path, journal = self.paths(self.directory, self.device)
-        self.meta["updated"] = now_iso()
-        self.meta["counts"] = self.counts()
-        df = self.frame()
-        tmp = csv.with_name(f".{csv.name}.{os.getpid()}.tmp")
-        df.to_csv(tmp, index=False, compression={"method": "gzip", "mtime": 0})
-        os.replace(tmp, csv)
-        atomic_write_text(meta_path, json.dumps(self.meta, indent=2, default=str) + "\n")
+        """Write the CSV and the JSON atomically (schema :data:`TABLE_SCHEMA`), then drop
+        the journal they now hold."""
+        if self.directory is None:
+            raise TableError(f"the '{self.device}' table has no folder to save to")
+        csv_path, meta_path, journal = self.paths(self.directory, self.device)
+        self.meta.schema_version = TABLE_SCHEMA
+        self.meta.updated = now_iso()
+        self.meta.counts = self.counts()
+        atomic_write_with(csv_path, lambda tmp: _write_rows(tmp, [self.rows[k] for k in sorted(self.rows)]))
+        atomic_write(meta_path, json.dumps(self.meta.to_dict(), indent=2, default=str) + "\n")
         if journal.exists():
             journal.unlink()
 
     def archive(self) -> Path:
         """Move this table's files to ``stale/<device>-<date>.*``; returns the folder."""
-        assert self.directory is not None
+        if self.directory is None:
+            raise TableError(f"the '{self.device}' table has no folder")
         dest = self.directory / "stale"
         dest.mkdir(parents=True, exist_ok=True)
         stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
@@ -171,48 +154,52 @@ class LatencyTable:
 
     # ---- content -----------------------------------------------------------------------
     def frame(self) -> pd.DataFrame:
-        records = []
-        for key in sorted(self.rows):
-            r = dict(self.rows[key])
-            sig = KernelSig.from_key(key).as_row()
-            records.append({"key": key, **sig, **{c: r.get(c) for c in VALUE_COLUMNS}})
-        return pd.DataFrame(records, columns=COLUMNS)
+        """The table as the CSV holds it, one row per key (numbers as numbers)."""
+        df = pd.DataFrame([entry_to_cells(self.rows[k]) for k in sorted(self.rows)], columns=COLUMNS)
+        for col in ("cin", "cout", "groups", "h", "w", "latency_ms", "p10_ms", "p90_ms", "std_ms", "runs",
+                    "raw_median_ms"):
+            df[col] = pd.to_numeric(df[col], errors="coerce")
+        return df
 
     def counts(self) -> dict[str, int]:
         out = {s: 0 for s in SOURCES}
-        for r in self.rows.values():
-            out[r["source"]] = out.get(r["source"], 0) + 1
+        for e in self.rows.values():
+            out[e.source.value] += 1
         return out
 
     def lookup(self) -> dict[str, float]:
-        return {k: float(r["latency_ms"]) for k, r in self.rows.items()
-                if r.get("latency_ms") is not None and not math.isnan(float(r["latency_ms"]))}
+        return {k: e.latency_ms for k, e in self.rows.items() if not math.isnan(e.latency_ms)}
 
-    def put(self, key: str, latency_ms: float, source: str, method: str, **extra: Any) -> dict:
+    def put(self, key: str, latency_ms: float, source: str, method: str, **extra: Any) -> Entry:
+        """Set one entry in memory (not journaled); ``extra`` are further :class:`Entry`
+        fields (``timing``, ``samples_ms``, ``runs``...)."""
         if source not in SOURCES:
-            raise ValueError(f"unknown source {source}")
-        row = {"key": key, "latency_ms": float(latency_ms), "source": source, "method": method,
-               "created": now_iso(), **extra}
-        self.rows[key] = row
-        return row
+            raise ValueError(f"unknown source '{source}'; known: {', '.join(SOURCES)}")
+        entry = Entry(key, float(latency_ms), Source(source), method, now_iso(), **extra)
+        self.rows[key] = entry
+        return entry
 
     def measured_keys(self) -> set[str]:
-        return {k for k, r in self.rows.items() if r["source"] == "measured"}
+        return {k for k, e in self.rows.items() if e.source is Source.MEASURED}
 
     @property
     def kind(self) -> str:
-        """'measured', 'estimated' or 'mixed' (by the sources of its entries)."""
+        """'measured', 'estimated', 'mixed' or 'empty' (by the sources of its entries)."""
         c = self.counts()
-        if c.get("estimated") and (c.get("measured") or c.get("interpolated")):
+        if c["estimated"] and (c["measured"] or c["interpolated"]):
             return "mixed"
-        if c.get("estimated"):
+        if c["estimated"]:
             return "estimated"
         return "measured" if self.rows else "empty"
 
     # ---- provenance --------------------------------------------------------------------
     def check_fresh(self, facts: dict[str, Any]) -> None:
-        """Raise StaleTableError when ``facts`` (this machine now) differ from the table's."""
-        rec = self.meta.get("measured_on")
+        """Raise StaleTableError when ``facts`` (this machine now) differ from the table's.
+
+        Only the :data:`FRESHNESS_FIELDS` both sides give are compared, so a runtime's
+        cheap identity (no channel-block probe) is enough.
+        """
+        rec = self.meta.measured_on
         if not rec:
             return
         diffs = [f"{k}: table {rec.get(k)!r}, now {facts.get(k)!r}" for k in FRESHNESS_FIELDS
@@ -223,6 +210,63 @@ class LatencyTable:
                 f"re-measure with: hwprune profile --device {self.device} --model MODEL --rebuild")
 
     def record_model(self, model_id: str, input_shape: Iterable[int], **info: Any) -> None:
-        models = self.meta.setdefault("models", {})
         key = f"{model_id}@{'x'.join(map(str, input_shape))}"
-        models[key] = {**models.get(key, {}), **info, "date": now_iso()}
+        self.meta.models[key] = {**self.meta.models.get(key, {}), **info, "date": now_iso()}
+
+
+# ---- the files ---------------------------------------------------------------------------
+def _fix(device: str, csv_name: str) -> str:
+    return f"rebuild it with: hwprune profile --device {device} --model MODEL (after deleting {csv_name})"
+
+
+def _read_meta(path: Path, device: str) -> TableMeta:
+    fix = _fix(device, f"{device}.csv.gz")
+    try:
+        doc = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise TableError(f"latency table metadata '{path}' is corrupt: {exc}", fix) from exc
+    schema = doc.get("schema_version") if isinstance(doc, dict) else "?"
+    if schema not in READABLE_SCHEMAS:
+        raise TableError(f"latency table '{path}' has schema {schema}, this hwprune reads "
+                         f"{', '.join(map(str, READABLE_SCHEMAS))}", fix)
+    try:
+        return TableMeta.from_dict(doc)
+    except (TypeError, KeyError, ValueError) as exc:
+        raise TableError(f"latency table metadata '{path}' is malformed: {exc}", fix) from exc
+
+
+def _read_rows(path: Path, schema: int, device: str) -> dict[str, Entry]:
+    """Entries of a CSV; schema 1 rows are read through :func:`legacy_entry`."""
+    fix = _fix(device, path.name)
+    try:
+        with gzip.open(path, "rt", newline="") as f:
+            records = list(csv.DictReader(f))
+    except Exception as exc:  # gzip, csv and OS errors all mean: unreadable
+        raise TableError(f"latency table '{path}' is corrupt: {type(exc).__name__}: {exc}", fix) from exc
+    header = set(records[0]) if records else set()
+    missing = [c for c in ("key", "latency_ms", "source", "method") if records and c not in header]
+    if missing:
+        raise TableError(f"latency table '{path}' lacks columns {', '.join(missing)}", fix)
+    bad_src = sorted({r["source"] for r in records} - set(SOURCES))
+    if bad_src:
+        raise TableError(f"latency table '{path}' has unknown sources {bad_src}", fix)
+    rows: dict[str, Entry] = {}
+    for r in records:
+        try:
+            entry = entry_from_cells(r) if schema >= 2 else legacy_entry(r)
+        except (TypeError, ValueError) as exc:
+            raise TableError(f"latency table '{path}' has an invalid row for {r.get('key')}: {exc}", fix) from exc
+        if not entry.latency_ms >= 0:
+            raise TableError(f"latency table '{path}' has an invalid latency for {entry.key}", fix)
+        rows[entry.key] = entry
+    return rows
+
+
+def _write_rows(path: Path, entries: list[Entry]) -> None:
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=COLUMNS, lineterminator="\n")
+    writer.writeheader()
+    for e in entries:
+        writer.writerow(entry_to_cells(e))
+    with open(path, "wb") as raw, gzip.GzipFile(fileobj=raw, mode="wb", mtime=0) as gz:
+        gz.write(buf.getvalue().encode())

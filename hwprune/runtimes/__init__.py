@@ -12,6 +12,7 @@ Contract (call order)::
 
     rt = open_runtime(profile.runtime_spec)
     rt.facts()                      # machine, runtime and versions, threads (table metadata)
+    rt.identity()                   # the same facts without costly probes (freshness checks)
     sess = rt.session(onnx_bytes)   # a loaded model: sess.inputs, sess.run(feeds), sess.call(feeds)
     rt.time([onnx, ...], protocol)  # one Measurement per model
     rt.kernels(onnx_bytes)          # the kernels the runtime executes (fusions applied)
@@ -107,6 +108,12 @@ class Runtime(abc.ABC):
     def kernels(self, onnx: bytes) -> list:
         """The kernels (:class:`hwprune.runtimes.kernels.RawKernel`) this runtime runs the
         model as, after its fusions; their signatures key the latency tables."""
+
+    def identity(self) -> dict[str, Any]:
+        """The :meth:`facts` that are cheap to read: what a read-only caller compares with a
+        table's ``measured_on`` (no session is built). Runtimes whose facts probe the
+        machine override this; the default is :meth:`facts`."""
+        return self.facts()
 
     def channel_block(self) -> int:
         """The channel count convolutions are padded to (1: none)."""

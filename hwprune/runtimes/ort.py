@@ -27,7 +27,7 @@ from hwprune.runtimes import Runtime, RuntimeSpec, Session, random_inputs
 from hwprune.runtimes.kernels import KernelSig, RawKernel
 from hwprune.runtimes.timing import pinned, timing_cores
 
-__all__ = ["OrtRuntime", "cpu_model", "ort_facts", "make_session", "channel_block", "optimized_graph",
+__all__ = ["OrtRuntime", "cpu_model", "ort_identity", "ort_facts", "make_session", "channel_block", "optimized_graph",
            "extract_kernels", "profile_nodes_ort", "ort_version"]
 
 _LEVELS = {"disabled": "ORT_DISABLE_ALL", "basic": "ORT_ENABLE_BASIC",
@@ -57,14 +57,19 @@ def ort_version() -> str:
     return str(_ort().__version__)
 
 
-def ort_facts(threads: int, level: str = "all", provider: str = "CPUExecutionProvider") -> dict[str, Any]:
+def ort_identity(threads: int, level: str = "all", provider: str = "CPUExecutionProvider") -> dict[str, Any]:
+    """Machine, versions and settings, read without starting onnxruntime."""
     import numpy
 
     return {"machine": platform.node(), "arch": platform.machine(), "cpu": cpu_model(),
             "runtime": "onnxruntime", "runtime_version": ort_version(),
             "provider": provider, "threads": threads, "graph_optimization_level": level,
-            "channel_block": channel_block(level, provider),
             "python": platform.python_version(), "numpy": numpy.__version__}
+
+
+def ort_facts(threads: int, level: str = "all", provider: str = "CPUExecutionProvider") -> dict[str, Any]:
+    """:func:`ort_identity` plus the channel block, probed by optimizing a convolution."""
+    return {**ort_identity(threads, level, provider), "channel_block": channel_block(level, provider)}
 
 
 @functools.lru_cache(maxsize=None)
@@ -182,6 +187,9 @@ class OrtRuntime(Runtime):
 
     def facts(self) -> dict[str, Any]:
         return ort_facts(self.threads, self.level, self.provider)
+
+    def identity(self) -> dict[str, Any]:
+        return ort_identity(self.threads, self.level, self.provider)
 
     def session(self, model: bytes | str) -> Session:
         return _ort_session(make_session(model, self.threads, self.level, self.provider))

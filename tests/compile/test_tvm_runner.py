@@ -168,8 +168,7 @@ def test_rpc_runner_builds_a_table_that_agrees_with_local(rpc_server, tmp_path) 
     import statistics
 
     from hwprune.pruning import analyze
-    from hwprune.latency._profiler import anchor_keys, profile_model
-    from hwprune.latency._table import LatencyTable
+    from hwprune.latency import LatencyTable, anchor_keys, profile_model
     from hwprune.models import load_model
 
     tracker, server = rpc_server
@@ -184,6 +183,6 @@ def test_rpc_runner_builds_a_table_that_agrees_with_local(rpc_server, tmp_path) 
     assert rep.timed == len(anchor_keys(a, 5)) and rep.in_context == 0
     loc, rpc = LatencyTable.load(tmp_path / "local", "dev"), LatencyTable.load(tmp_path / "rpc", "dev")
     assert loc.measured_keys() == rpc.measured_keys()
-    ratios = [rpc.rows[k]["latency_ms"] / loc.rows[k]["latency_ms"] for k in loc.measured_keys()]
+    ratios = [rpc.rows[k].latency_ms / loc.rows[k].latency_ms for k in loc.measured_keys()]
     assert 0.5 < statistics.median(ratios) < 2.0, ratios
-    assert rpc.meta["measured_on"]["runner"].startswith("tvm")
+    assert rpc.meta.measured_on["runner"].startswith("tvm")

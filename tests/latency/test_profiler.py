@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import sys
+from dataclasses import replace
 
 import pytest
 
@@ -9,9 +10,7 @@ from hwprune.devices import LocalRunner
 from hwprune.runtimes.ort import channel_block
 from hwprune.runtimes.timing import TimingProtocol
 from hwprune.devices._worker import WorkerRunner
-from hwprune.latency._predict import LatencyPredictor
-from hwprune.latency._profiler import anchor_keys, needed_keys, profile_model
-from hwprune.latency._table import LatencyTable
+from hwprune.latency import LatencyPredictor, LatencyTable, anchor_keys, anchor_plans, needed_keys, profile_model
 from hwprune.models import load_model
 
 FAST = TimingProtocol(warmup=2, repeats=5, min_time_s=0.0)
@@ -62,9 +61,11 @@ def test_profile_resumes_after_kill_and_interpolates(tmp_path, r20):
     counts = final.counts()
     assert counts["measured"] == len(anchors)
     assert counts["measured"] + counts["interpolated"] == len(needed_keys(r20))
-    assert all("linear over measured channel grid" in r["method"]
-               for r in final.rows.values() if r["source"] == "interpolated")
-    meta = final.meta["models"]["resnet20@1x3x32x32"]
+    assert all("linear over measured channel grid" in e.method
+               for e in final.rows.values() if e.source == "interpolated")
+    assert all(e.timing == "micro" and e.raw_median_ms >= e.latency_ms and e.runs
+               for e in final.rows.values() if e.source == "measured")
+    meta = final.meta.models["resnet20@1x3x32x32"]
     assert meta["measured_kernels"] == len(anchors)
     # a measured anchor is used as is; an interpolated value lies between its anchors
     pred = LatencyPredictor(r20, final)
@@ -72,8 +73,6 @@ def test_profile_resumes_after_kill_and_interpolates(tmp_path, r20):
 
 
 def test_in_context_profiling_covers_anchors_and_resumes(tmp_path, r20):
-    from hwprune.latency._profiler import anchor_plans
-
     plans = anchor_plans(r20, 5, BLOCK)
     anchors = anchor_keys(r20, 5, BLOCK)
     table = LatencyTable.load(tmp_path, "host", create=True)
@@ -88,7 +87,8 @@ def test_in_context_profiling_covers_anchors_and_resumes(tmp_path, r20):
     assert final.measured_keys() == set(anchors)
     # every anchor was read from a whole-model profile, none timed alone
     assert report.in_context == report.timed and len(plans) <= 49
-    assert all(r["method"].startswith("in context") for r in final.rows.values() if r["source"] == "measured")
+    assert all(e.timing == "in_context" and len(e.samples_ms) == 3
+               for e in final.rows.values() if e.source == "measured")
 
 
 class _CountingRunner(LocalRunner):
@@ -111,13 +111,13 @@ def test_calibration_rounds_survive_a_kill(tmp_path, r20):
         profile_model(r20, LatencyTable.load(tmp_path, "host", create=True), _CountingRunner(die_at=5),
                       progress=False)
     again = LatencyTable.load(tmp_path, "host", create=True)
-    assert [r["rounds"] for r in again.pending_calibration] == [1, 1, 1, 1]  # one round per call
+    assert [r.rounds for r in again.pending_calibration] == [1, 1, 1, 1]  # one round per call
     runner = _CountingRunner()
     profile_model(r20, again, runner, progress=False)
     assert runner.rounds == 5  # only the round in flight is timed again
     final = LatencyTable.load(tmp_path, "host")
-    points = [p for p in final.meta["calibration"] if p["model"] == r20.model_key]
-    assert len(points) == 11 and all(p["rounds"] == 9 for p in points)
+    points = [p for p in final.meta.calibration if p.model == r20.model_key]
+    assert len(points) == 11 and all(p.rounds == 9 for p in points)
     assert final.pending_calibration == []
 
 
@@ -130,8 +130,8 @@ def test_second_model_extends_instead_of_restarting(tmp_path, r20):
     assert report.reused > 0  # resnet56 shares all its kernel shapes with resnet20
     assert report.timed < report.reused
     final = LatencyTable.load(tmp_path, "host")
-    assert {"resnet20@1x3x32x32", "resnet56@1x3x32x32"} <= set(final.meta["models"])
-    assert sum(p["model"] == "resnet56@1x3x32x32" for p in final.meta["calibration"]) >= 5
+    assert {"resnet20@1x3x32x32", "resnet56@1x3x32x32"} <= set(final.meta.models)
+    assert sum(p.model == "resnet56@1x3x32x32" for p in final.meta.calibration) >= 5
 
 
 def test_anchors_other_builds_left_alone_or_interpolated_are_retimed_in_context(tmp_path, r20):
@@ -144,19 +144,19 @@ def test_anchors_other_builds_left_alone_or_interpolated_are_retimed_in_context(
     table = LatencyTable.load(tmp_path, "host")
     alone, guessed = anchors[:3], anchors[3:5]
     for k in alone:  # as a micro-model build would have left them
-        table.rows[k] = {**table.rows[k], "method": "micro model: timed alone", "samples_ms": ""}
+        table.rows[k] = replace(table.rows[k], method="micro model: timed alone", timing="micro", samples_ms=())
     for k in guessed:
         table.put(k, 99.0, "interpolated", "linear over another model's grid")
-    stale = next(k for k, r in table.rows.items() if r["source"] == "interpolated" and k not in guessed)
-    table.rows[stale] = {**table.rows[stale], "latency_ms": 99.0}
+    stale = next(k for k, e in table.rows.items() if e.source == "interpolated" and k not in guessed)
+    table.rows[stale] = replace(table.rows[stale], latency_ms=99.0)
     table.save()
     report = profile_model(r20, LatencyTable.load(tmp_path, "host"), LocalRunner(protocol=FAST),
                            calibrate=False, progress=False)
     assert report.timed == 5 and report.reused == len(anchors) - 5
     final = LatencyTable.load(tmp_path, "host")
     for k in alone + guessed:
-        assert final.rows[k]["method"].startswith("in context") and final.rows[k]["latency_ms"] < 1.0
-    assert final.rows[stale]["latency_ms"] < 1.0  # recomputed from its anchors
+        assert final.rows[k].in_context and final.rows[k].latency_ms < 1.0
+    assert final.rows[stale].latency_ms < 1.0  # recomputed from its anchors
 
 
 def test_off_its_grid_a_model_is_predicted_from_its_own_context(tmp_path, r20):
@@ -171,13 +171,13 @@ def test_off_its_grid_a_model_is_predicted_from_its_own_context(tmp_path, r20):
     kernels = clean.kernel_times(plan)
     k = next(kt.key for kt in kernels if kt.source == "interpolated")
     assert k not in anchor_keys(r20, 5, BLOCK)
-    table.put(k, 99.0, "measured", "in context (per-node profile of another model)")
+    table.put(k, 99.0, "measured", "in context (per-node profile of another model)", timing="in_context")
     pred = LatencyPredictor(r20, table)
     assert pred.kernel_sum_ms(plan) == pytest.approx(clean.kernel_sum_ms(plan))
-    assert table.rows[k]["latency_ms"] == 99.0
+    assert table.rows[k].latency_ms == 99.0
     # an anchor measured elsewhere is this model's measurement: used as is
     a = next(kt.key for kt in kernels if kt.source == "measured")
-    table.put(a, 99.0, "measured", "in context (per-node profile of another model)")
+    table.put(a, 99.0, "measured", "in context (per-node profile of another model)", timing="in_context")
     assert LatencyPredictor(r20, table).kernel_sum_ms(plan) > 90
 
 
@@ -189,15 +189,14 @@ def test_calibration_follows_the_table_as_it_is_now(tmp_path, r20):
     table = LatencyTable.load(tmp_path, "host")
     plan = r20.space.uniform_plan(0.3)
     before = LatencyPredictor(r20, table)
-    for k, r in table.rows.items():
-        table.rows[k] = {**r, "latency_ms": 2.0 * float(r["latency_ms"])}
+    for k, e in table.rows.items():
+        table.rows[k] = replace(e, latency_ms=2.0 * e.latency_ms)
     after = LatencyPredictor(r20, table)
     assert after.kernel_sum_ms(plan) == pytest.approx(2 * before.kernel_sum_ms(plan))
     assert after.predict_ms(plan) == pytest.approx(before.predict_ms(plan), rel=1e-6)
     assert after.scale == pytest.approx(before.scale / 2, rel=1e-6)
     # a point written before plans were stored keeps its recorded sum
-    old = [{k: v for k, v in p.items() if k != "keep"} for p in table.meta["calibration"]]
-    table.meta["calibration"] = old
+    table.meta.calibration = [replace(p, keep=None) for p in table.meta.calibration]
     assert LatencyPredictor(r20, table).scale == pytest.approx(before.scale, rel=1e-6)
 
 
@@ -237,7 +236,7 @@ def test_stale_table_is_moved_aside_not_mixed(tmp_path, r20):
     table = LatencyTable.load(tmp_path, "host", create=True)
     profile_model(r20, table, LocalRunner(protocol=FAST), calibrate=False, progress=False)
     t = LatencyTable.load(tmp_path, "host")
-    t.meta["measured_on"]["cpu"] = "Some Other CPU"
+    t.meta.measured_on["cpu"] = "Some Other CPU"
     t.save()
     report = profile_model(r20, LatencyTable.load(tmp_path, "host"), LocalRunner(protocol=FAST),
                            calibrate=False, progress=False)
@@ -259,10 +258,10 @@ def test_worker_builds_a_table_that_agrees_with_local(tmp_path, r20):
     assert rep.in_context == rep.timed > 0
     a, b = LatencyTable.load(tmp_path / "local", "host"), LatencyTable.load(tmp_path / "remote", "host")
     assert a.measured_keys() == b.measured_keys()
-    ratios = [b.rows[k]["latency_ms"] / a.rows[k]["latency_ms"] for k in a.measured_keys()]
+    ratios = [b.rows[k].latency_ms / a.rows[k].latency_ms for k in a.measured_keys()]
     assert 0.75 < statistics.median(ratios) < 1.33
     assert sum(0.5 < r < 2.0 for r in ratios) >= 0.9 * len(ratios)
-    assert b.meta["measured_on"]["runner"] == "worker"
+    assert b.meta.measured_on["runner"] == "worker"
 
 
 def test_channel_block_is_read_from_the_runtime():
@@ -272,7 +271,7 @@ def test_channel_block_is_read_from_the_runtime():
 
 
 def test_anchors_and_interpolation_follow_the_channel_blocks():
-    from hwprune.latency._profiler import _anchor_values, _bracket, _padded
+    from hwprune.latency._grid import anchor_values as _anchor_values, bracket as _bracket, padded as _padded
 
     choices = list(range(8, 129, 8))
     # one anchor per padded size; aligned counts represent their block; 8 < 16 stays itself
@@ -303,8 +302,6 @@ def test_interleaved_timing_gives_one_value_per_model_and_orders_them():
 def test_each_anchor_design_covers_every_pair_among_other_neighbours(r20):
     """Every variant of the Latin-square design times every anchor combination of every
     kernel; the variants put the kernels among different neighbours."""
-    from hwprune.latency._profiler import anchor_plans
-
     wanted = set(anchor_keys(r20, 5, BLOCK))
     designs = [anchor_plans(r20, 5, BLOCK, variant) for variant in range(3)]
     groups = r20.space.groups
@@ -338,3 +335,38 @@ def test_time_models_keeps_sessions_and_orders_models():
 
     generic = Runner.time_models(LocalRunner(protocol=FAST), models, rounds=2, seconds=0.1)
     assert generic[1] > 1.5 * generic[0]
+
+
+class _TallyRunner(LocalRunner):
+    """Counts whole-model profiles, kernels timed alone and end-to-end calibration timings."""
+
+    def __init__(self) -> None:
+        super().__init__(protocol=FAST)
+        self.profiles = self.micro = self.e2e = 0
+
+    def profile_nodes(self, onnx, runs):
+        self.profiles += 1
+        return super().profile_nodes(onnx, runs)
+
+    def measure(self, models):
+        for m in super().measure(models):
+            self.micro += 1
+            yield m
+
+    def time_models(self, models, rounds, seconds):
+        self.e2e += 1
+        return super().time_models(models, rounds, seconds)
+
+
+def test_profiling_a_complete_table_again_times_nothing(tmp_path, demo_analysis):
+    first = _TallyRunner()
+    profile_model(demo_analysis, LatencyTable.load(tmp_path, "host", create=True), first, progress=False)
+    assert first.profiles > 0 and first.e2e > 0
+    saved = LatencyTable.load(tmp_path, "host")  # from disk: what a second 'hwprune profile' sees
+    before = dict(saved.rows)
+    again = _TallyRunner()
+    report = profile_model(demo_analysis, saved, again, progress=False)
+    assert (again.profiles, again.micro, again.e2e) == (0, 0, 0)
+    assert report.timed == 0 and report.reused == len(anchor_keys(demo_analysis, 5, BLOCK))
+    assert report.calibration_points == 11
+    assert LatencyTable.load(tmp_path, "host").rows == before  # nothing re-timed, nothing re-interpolated

@@ -7,9 +7,8 @@ import pandas as pd
 import pytest
 
 from hwprune.errors import MissingKernelsError, StaleTableError, TableError
-from hwprune.latency._predict import LatencyPredictor, fit_calibration
-from hwprune.latency._profiler import needed_keys
-from hwprune.latency._table import LatencyTable
+from hwprune.latency import (TABLE_SCHEMA, CalibrationPoint, Entry, LatencyPredictor, LatencyTable,
+                             fit_calibration, needed_keys)
 
 
 def _filled(tmp_path, analysis, skip: int = 0) -> LatencyTable:
@@ -18,7 +17,7 @@ def _filled(tmp_path, analysis, skip: int = 0) -> LatencyTable:
         if i < skip:
             continue
         t.put(key, 0.01 + (hash(key) % 100) / 1000, "measured", "unit test")
-    t.meta["measured_on"] = {"cpu": "X", "runtime": "onnxruntime", "runtime_version": "1.0", "threads": 1}
+    t.meta.measured_on = {"cpu": "X", "runtime": "onnxruntime", "runtime_version": "1.0", "threads": 1}
     t.save()
     return t
 
@@ -31,7 +30,7 @@ def test_save_load_roundtrip_with_pandas(tmp_path, demo_analysis):
     back = LatencyTable.load(tmp_path, "dev")
     assert back.lookup() == pytest.approx(t.lookup())
     meta = json.loads((tmp_path / "dev.json").read_text())
-    assert meta["schema_version"] == 1 and meta["counts"]["measured"] == len(t.rows)
+    assert meta["schema_version"] == TABLE_SCHEMA and meta["counts"]["measured"] == len(t.rows)
     assert not list(tmp_path.glob(".*tmp"))
 
 
@@ -70,8 +69,8 @@ def test_corrupt_and_stale_tables(tmp_path, demo_analysis):
 
 def test_journal_survives_a_kill(tmp_path):
     t = LatencyTable.load(tmp_path, "dev", create=True)
-    t.append_journal({"key": "gap|cin=8|cout=8|k=1x1|s=1x1|p=0,0,0,0|g=1|hw=7x7|act=none|res=0|float32",
-                      "latency_ms": 0.01, "source": "measured", "method": "m"})
+    t.record(Entry("gap|cin=8|cout=8|k=1x1|s=1x1|p=0,0,0,0|g=1|hw=7x7|act=none|res=0|float32",
+                   0.01, "measured", "m"))
     with open(tmp_path / "dev.journal.jsonl", "a") as f:
         f.write('{"key": "cut mid-wri')  # the kernel in flight when killed
     again = LatencyTable.load(tmp_path, "dev", create=True)
@@ -113,8 +112,8 @@ def test_prediction_never_below_lowest_measured_ratio(tmp_path, demo_analysis):
     space = demo_analysis.space
     dense, mid = pred.kernel_sum_ms(space.dense_plan()), pred.kernel_sum_ms(space.uniform_plan(0.3))
     # two points whose affine fit has a large negative offset
-    t.meta["calibration"] = [{"model": demo_analysis.model_key, "kernel_sum_ms": x, "measured_ms": y}
-                             for x, y in ((dense, dense * 1.0), (mid, mid * 0.5), (dense * 0.9, dense * 0.85))]
+    t.meta.calibration = [CalibrationPoint(demo_analysis.model_key, x, y)
+                          for x, y in ((dense, dense * 1.0), (mid, mid * 0.5), (dense * 0.9, dense * 0.85))]
     pred = LatencyPredictor(demo_analysis, t)
     smallest = space.smallest_plan()
     assert pred.predict_ms(smallest) >= pred.min_ratio * pred.kernel_sum_ms(smallest) > 0

@@ -7,11 +7,11 @@ import json
 import pytest
 
 from hwprune._paths import profiles_dir
-from hwprune.devices._calibrate import (PHONE_CPU_PRIOR, WIDTHS, dataset_dir, evaluate,
+from hwprune.latency._estimate_fit import (PHONE_CPU_PRIOR, WIDTHS, dataset_dir, evaluate,
                                         fit_factors, load_samples, mobilenet_v1_sigs)
-from hwprune.devices._estimate import AnalyticEstimator, Factors, op_class
+from hwprune.latency._estimate import AnalyticEstimator, Factors, op_class
 from hwprune.devices._profile import load_profile
-from hwprune.devices._tflite_log import average_runs, parse_benchmark_log
+from hwprune.latency._tflite_log import average_runs, parse_benchmark_log
 from hwprune.errors import DataError, DeviceError
 from hwprune.runtimes.kernels import KernelSig
 

@@ -38,7 +38,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from hwprune._paths import profiles_dir
-from hwprune.devices._profile import DeviceProfile, load_profile
+from hwprune.devices import DeviceProfile, load_profile
 from hwprune.errors import DeviceError
 from hwprune.runtimes.kernels import KernelSig
 

@@ -19,6 +19,7 @@ import statistics
 from dataclasses import dataclass
 from pathlib import Path
 
+from hwprune._io import atomic_write_with
 from hwprune.errors import DataError
 
 __all__ = ["NodeTiming", "parse_benchmark_log", "average_runs", "write_nodes_csv"]
@@ -99,11 +100,11 @@ def average_runs(runs: list[list[NodeTiming]]) -> list[NodeTiming]:
 
 def write_nodes_csv(nodes: list[NodeTiming], path: str | os.PathLike) -> None:
     """Write timings as CSV (index, node_type, name, avg_ms, std_ms, runs)."""
-    path = Path(path)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    with tmp.open("w", newline="") as fh:
-        wr = csv.writer(fh)
-        wr.writerow(["index", "node_type", "name", "avg_ms", "std_ms", "runs"])
-        for n in nodes:
-            wr.writerow([n.index, n.node_type, n.name, f"{n.avg_ms:.4f}", f"{n.std_ms:.4f}", n.runs])
-    os.replace(tmp, path)
+    def write(tmp: Path) -> None:
+        with tmp.open("w", newline="") as fh:
+            wr = csv.writer(fh)
+            wr.writerow(["index", "node_type", "name", "avg_ms", "std_ms", "runs"])
+            for n in nodes:
+                wr.writerow([n.index, n.node_type, n.name, f"{n.avg_ms:.4f}", f"{n.std_ms:.4f}", n.runs])
+
+    atomic_write_with(path, write)

@@ -32,10 +32,10 @@ from typing import Any, Sequence
 import numpy as np
 
 from hwprune._paths import profiles_dir
-from hwprune.devices._estimate import (COMPUTE_CLASSES, OP_CLASSES, Factors, _peaks,
+from hwprune.latency._estimate import (COMPUTE_CLASSES, OP_CLASSES, Factors, _peaks,
                                        estimate_ms, op_class)
-from hwprune.devices._profile import DeviceProfile
-from hwprune.devices._tflite_log import NodeTiming, average_runs, parse_benchmark_log
+from hwprune.devices import DeviceProfile
+from hwprune.latency._tflite_log import NodeTiming, average_runs, parse_benchmark_log
 from hwprune.errors import DataError
 from hwprune.runtimes.kernels import KernelSig
 

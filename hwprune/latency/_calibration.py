@@ -1,0 +1,112 @@
+"""End-to-end calibration of a table: whole models timed, ``measured = scale * sum + offset``.
+
+Kernel sums miss what happens between kernels, so a build times a few whole models (the
+dense, the smallest, a uniform and several random plans) end to end and records each as a
+:class:`~hwprune.latency.CalibrationPoint`; the predictor fits the model's points.
+"""
+from __future__ import annotations
+
+import random
+
+from hwprune.devices import MicroModel, Runner
+from hwprune.latency._in_context import IN_CONTEXT_PASSES
+from hwprune.latency._predict import LatencyPredictor
+from hwprune.latency._progress import progress_bar
+from hwprune.latency._records import CalibrationPoint, CalibrationRound, now_iso
+from hwprune.latency._table import LatencyTable
+from hwprune.pruning import Analysis
+
+__all__ = ["calibration_plans", "Calibration", "CALIBRATION_MODEL"]
+
+CALIBRATION_MODEL = ("per model: measured_ms = scale * kernel_sum_ms + offset, least squares on relative "
+                     "error over the model's points, kernel_sum_ms recomputed from each point's 'keep' on "
+                     "the current table (kernels another build re-timed count), floored at the lowest "
+                     "measured/kernel_sum ratio; measured_ms is the lowest of several pass medians")
+
+
+def calibration_plans(analysis: Analysis, n_random: int = 8, seed: int = 0):
+    """Dense, smallest, one uniform and several random plans, as ``(name, plan)``.
+
+    The ends keep the fit from extrapolating; the random plans (each group's ratio drawn
+    from [0, 0.8], as a search proposes them) put most of the weight where searches
+    look, where channel counts fall between the measured grid points.
+    """
+    space = analysis.space
+    rng = random.Random(seed)
+    plans = [("dense", space.dense_plan()), ("smallest", space.smallest_plan()),
+             ("uniform50", space.uniform_plan(0.5))]
+    plans += [(f"random{i}", space.random_plan(rng, 0.0, 0.8)) for i in range(n_random)]
+    return plans
+
+
+class Calibration:
+    """End-to-end timings of the calibration plans, in rounds spread over the build.
+
+    Call order: :meth:`between` after each in-context pass (optional), then
+    :meth:`finish` once the table's kernels are final. A model's latency is its lowest
+    round median (:meth:`Runner.time_models`, the protocol the fidelity benchmark
+    measures with): slow spells on a shared machine only add time, and the rounds run
+    between the in-context passes, a minute or more apart.
+    """
+
+    def __init__(self, analysis: Analysis, runner: Runner, progress: bool, table: LatencyTable,
+                 passes: int = 9) -> None:
+        from hwprune.onnx_export import to_onnx_bytes
+
+        self.analysis, self.runner, self.passes, self.table = analysis, runner, passes, table
+        self.models = [(name, plan, MicroModel(f"e2e:{analysis.model_key}:{name}",
+                                               to_onnx_bytes(analysis.space.apply(plan), analysis.lm.input_shape)))
+                       for name, plan in calibration_plans(analysis)]
+        self.times: dict[str, list[float]] = {}
+        self.done = 0
+        # rounds a killed profile of this model journaled (same machine: the table is fresh)
+        names = {name for name, _, _ in self.models}
+        for rnd in table.pending_calibration:
+            if rnd.model == analysis.model_key and set(rnd.times) <= names:
+                for name, ms in rnd.times.items():
+                    self.times.setdefault(name, []).append(ms)
+                self.done += rnd.rounds
+        self.done = min(self.done, passes)
+        self.progress = progress
+        self.bar = None
+
+    def between(self) -> None:
+        """This pass's share of the rounds: called after each in-context pass. One round
+        at a time, each journaled, so a kill loses at most the round in flight."""
+        for _ in range(max(1, self.passes // IN_CONTEXT_PASSES)):
+            self.run(1)
+
+    def run(self, passes: int | None = None) -> None:
+        """Time ``passes`` more interleaved rounds over all calibration models (default: the rest)."""
+        n = self.passes - self.done if passes is None else min(passes, self.passes - self.done)
+        if n <= 0:
+            return
+        if self.bar is None:
+            self.bar = progress_bar(self.passes, "calibrating end to end", self.progress, unit="round")
+        times = self.runner.time_models([mm for _, _, mm in self.models], rounds=n,
+                                        seconds=2.0 * n / self.passes)
+        got = {name: ms for (name, _, _), ms in zip(self.models, times) if ms is not None}
+        for name, ms in got.items():
+            self.times.setdefault(name, []).append(ms)
+        self.done += n
+        self.table.append_calibration_round(CalibrationRound(self.analysis.model_key, n, got, now_iso()))
+        self.bar.update(n)
+
+    def finish(self) -> int:
+        """Time the remaining rounds and replace the model's points; returns how many."""
+        self.run()
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+        table, key = self.table, self.analysis.model_key
+        pred = LatencyPredictor(self.analysis, table)
+        points = [p for p in table.meta.calibration if p.model != key]
+        for name, plan, _ in self.models:
+            xs = sorted(self.times.get(name, []))
+            if xs:
+                points.append(CalibrationPoint(key, pred.kernel_sum_ms(plan), xs[0], name,
+                                               self.analysis.space.full_keep(plan), xs[-1], self.done, now_iso()))
+        table.meta.calibration = points
+        table.pending_calibration = [r for r in table.pending_calibration if r.model != key]
+        table.meta.calibration_model = CALIBRATION_MODEL
+        return sum(1 for p in points if p.model == key)

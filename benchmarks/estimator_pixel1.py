@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import io
 import datetime as _dt
 import json
 import os
@@ -30,6 +31,7 @@ from hwprune.latency._estimate_fit import (DATASET, PHONE_CPU_PRIOR, WIDTHS, dat
                                         evaluate, fit_factors, load_nodes, load_samples,
                                         unmodelled_nodes)
 from hwprune.latency._estimate import MODEL_VERSION, AnalyticEstimator, Factors  # noqa: E402
+from hwprune._io import atomic_write  # noqa: E402
 from hwprune.devices._profile import load_profile  # noqa: E402
 from hwprune.latency._tflite_log import write_nodes_csv  # noqa: E402
 
@@ -147,37 +149,21 @@ def _other_devices() -> list[tuple[str, str, float]]:
     return out
 
 
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--write-calibration", action="store_true",
-                    help="refit and rewrite device_profiles/calibration/phone-cpu.json")
-    args = ap.parse_args(argv)
+def _write_csv(est: AnalyticEstimator, samples, evals, loo_by_test) -> None:
+    rows = [["width", "layer", "class", "bound", "macs", "bytes", "measured_ms", "std_ms",
+             "estimated_ms", "error_pct", "loo_estimated_ms", "loo_error_pct"]]
+    for w in WIDTHS:
+        for s, r, lr in zip(samples[w], evals[w]["rows"], loo_by_test[w]["rows"]):
+            rows.append([w, r["layer"], r["class"], est.breakdown(s.sig)["bound"], s.sig.macs,
+                         s.sig.bytes_moved(4), f"{r['measured_ms']:.4f}", f"{r['std_ms']:.4f}",
+                         f"{r['estimated_ms']:.4f}", f"{r['error_pct']:.2f}",
+                         f"{lr['estimated_ms']:.4f}", f"{lr['error_pct']:.2f}"])
+    buf = io.StringIO()
+    csv.writer(buf).writerows(rows)
+    atomic_write(RESULTS / "estimator_pixel1.csv", buf.getvalue())
 
-    profile, samples, both, loo = _fit_all()
-    if args.write_calibration:
-        write_calibration(profile, samples, both, loo)
-        print(f"wrote {CALIBRATION.relative_to(ROOT)}")
 
-    est = AnalyticEstimator(profile)
-    stale = _stale(est.factors, both.factors)
-    evals = {w: evaluate(samples[w], profile, est.factors) for w in WIDTHS}
-    loo_by_test = {te: ev for (tr, te), (fit, ev) in loo.items()}
-
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    csv_path = RESULTS / "estimator_pixel1.csv"
-    tmp = csv_path.with_suffix(".csv.tmp")
-    with tmp.open("w", newline="") as fh:
-        wr = csv.writer(fh)
-        wr.writerow(["width", "layer", "class", "bound", "macs", "bytes", "measured_ms", "std_ms",
-                     "estimated_ms", "error_pct", "loo_estimated_ms", "loo_error_pct"])
-        for w in WIDTHS:
-            for s, r, lr in zip(samples[w], evals[w]["rows"], loo_by_test[w]["rows"]):
-                wr.writerow([w, r["layer"], r["class"], est.breakdown(s.sig)["bound"], s.sig.macs,
-                             s.sig.bytes_moved(4), f"{r['measured_ms']:.4f}", f"{r['std_ms']:.4f}",
-                             f"{r['estimated_ms']:.4f}", f"{r['error_pct']:.2f}",
-                             f"{lr['estimated_ms']:.4f}", f"{lr['error_pct']:.2f}"])
-    os.replace(tmp, csv_path)
-
+def _header(est: AnalyticEstimator, profile, both) -> list[str]:
     f = est.factors.to_dict()
     lines = [
         "# Analytic latency estimate vs real Pixel 1 timings",
@@ -205,12 +191,16 @@ def main(argv: list[str] | None = None) -> int:
         be = f["bandwidth_efficiency"][cls]
         be_s = f"{be:.4g} ({db} kernels)" if db else f"{be:.4g} (prior, unused)"
         lines.append(f"| {cls} | {ce_s} | {be_s} |")
-    lines += [f"", f"Per-kernel overhead: {f['overhead_ms'] * 1000:.2f} us. "
-              f"RMS log error of the fit: {both.rms_log_error:.3f}. "
-              "(n kernels) = how many calibration kernels that factor decided.", "",
-              "## End to end and per layer", "",
-              "| width | measured ms | estimated ms | end-to-end error | per-layer median abs error | per-layer max abs error |",
-              "|---|---|---|---|---|---|"]
+    return lines + [f"", f"Per-kernel overhead: {f['overhead_ms'] * 1000:.2f} us. "
+                     f"RMS log error of the fit: {both.rms_log_error:.3f}. "
+                     "(n kernels) = how many calibration kernels that factor decided."]
+
+
+def _error_tables(evals, loo) -> tuple[list[str], list[str]]:
+    """End-to-end / per-layer errors, leave-one-width-out, and by class; and the failures."""
+    lines = ["", "## End to end and per layer", "",
+             "| width | measured ms | estimated ms | end-to-end error | per-layer median abs error | per-layer max abs error |",
+             "|---|---|---|---|---|---|"]
     failed = []
     for w in WIDTHS:
         ev = evals[w]
@@ -236,22 +226,40 @@ def main(argv: list[str] | None = None) -> int:
         lines.append(f"| {cls} | {len(errs)} | {statistics.median(errs):.1f} % | {max(errs):.1f} % |")
     worst = sorted((r for w in WIDTHS for r in evals[w]["rows"]), key=lambda r: -abs(r["error_pct"]))[:6]
     lines += ["", "Largest per-layer misses: " + "; ".join(
-        f"{r['width']} {r['layer']} {r['error_pct']:+.0f} %" for r in worst) + ".", "",
-        "## Limits (read before trusting a number)", ""]
+        f"{r['width']} {r['layer']} {r['error_pct']:+.0f} %" for r in worst) + "."]
+    return lines, failed
+
+
+def _footer() -> list[str]:
+    lines = ["", "## Limits (read before trusting a number)", ""]
     lines += [f"- {a}" for a in ASSUMPTIONS]
     lines += ["", "## Other devices: MobileNetV1 1.0 end to end, no ground truth here", "",
               "| device | estimate ms | method |", "|---|---|---|"]
     for name, method, ms in _other_devices():
         lines.append(f"| {name} | {ms:.2f} | {method} |")
-    lines += ["", f"Per-layer figures: `benchmarks/results/estimator_pixel1.csv`. "
-              "Regenerate: `python benchmarks/estimator_pixel1.py`."]
+    return lines + ["", f"Per-layer figures: `benchmarks/results/estimator_pixel1.csv`. "
+                    "Regenerate: `python benchmarks/estimator_pixel1.py`."]
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--write-calibration", action="store_true",
+                    help="refit and rewrite device_profiles/calibration/phone-cpu.json")
+    args = ap.parse_args(argv)
+
+    profile, samples, both, loo = _fit_all()
+    if args.write_calibration:
+        write_calibration(profile, samples, both, loo)
+        print(f"wrote {CALIBRATION.relative_to(ROOT)}")
+    est = AnalyticEstimator(profile)
+    stale = _stale(est.factors, both.factors)
+    evals = {w: evaluate(samples[w], profile, est.factors) for w in WIDTHS}
+    _write_csv(est, samples, evals, {te: ev for (tr, te), (fit, ev) in loo.items()})
+    errors, failed = _error_tables(evals, loo)
+    md = "\n".join(_header(est, profile, both) + errors + _footer()) + "\n"
     if stale:
-        failed.append("shipped calibration is stale: " + "; ".join(stale)
-                      + " (rerun with --write-calibration)")
-    md = "\n".join(lines) + "\n"
-    tmp = RESULTS / "estimator_pixel1.md.tmp"
-    tmp.write_text(md)
-    os.replace(tmp, RESULTS / "estimator_pixel1.md")
+        failed.append("shipped calibration is stale: " + "; ".join(stale) + " (rerun with --write-calibration)")
+    atomic_write(RESULTS / "estimator_pixel1.md", md)
     print(md)
     for msg in failed:
         print(f"FAIL: {msg}", file=sys.stderr)

@@ -89,6 +89,7 @@ def write_calibration(profile, samples, both, loo) -> None:
         "status": "calibrated",
         "calibrated_on": DATASET,
         "calibration_device": "pixel1",
+        "calibration_runtime": "tflite",
         "applies_to": ["phone-cpu"],
         "date": _dt.date.today().isoformat(),
         "generated_by": "python benchmarks/estimator_pixel1.py --write-calibration",

@@ -63,7 +63,7 @@ def run(args: argparse.Namespace) -> int:
     kernels = predictor.kernel_times(plan)
     predicted = predictor.predict_ms(plan)
     measured = measure_plan_ms(analysis, plan, profile, args) if args.measure else None
-    warning = table_warning(predictor.table.kind, profile, args.model)
+    warning = table_warning(predictor.table.kind, profile, args.model, predictor.table.meta.estimator)
     result = {"device": profile.name, "model": analysis.lm.model_id, "table_kind": predictor.table.kind,
               "table": f"{origin}: {directory}", "predicted_ms": predicted, "measured_ms": measured,
               "kernel_sum_ms": sum(k.latency_ms for k in kernels),

@@ -211,9 +211,13 @@ def _compile(_tvm: Any, tmp: Path, target: dict[str, Any], profile: DeviceProfil
 
 
 def _prediction(summary: RunSummary, profile: DeviceProfile) -> tuple[float | None, str | None]:
-    """The run's predicted latency, which belongs to the device it was searched for."""
+    """The run's predicted latency, which belongs to the device it was searched for (and
+    says so when the table behind it is an estimate)."""
     if summary.device in (None, profile.name):
-        return summary.predicted_latency_ms, None
+        from hwprune.latency._store import table_warning
+
+        spec = (summary.model or {}).get("spec") or "MODEL"
+        return summary.predicted_latency_ms, table_warning(summary.table_kind or "measured", profile, spec)
     return None, (f"the run was searched for '{summary.device}', so its predicted latency is not "
                   f"'{profile.name}''s; predict it with: hwprune latency --device {profile.name} "
                   f"--model MODEL --plan {RunDir.PLAN}")

@@ -223,6 +223,12 @@ class AnalyticEstimator:
                     f"defaults (no measurements)")
         return f"estimated:{MODEL_VERSION} with {self.source}"
 
+    @property
+    def estimates_runtime(self) -> str | None:
+        """The runtime whose speed the estimates follow: the one its calibration data was
+        timed with (None when uncalibrated or user-supplied)."""
+        return (self._calibration or {}).get("calibration_runtime") if self.status == "calibrated" else None
+
     def estimate_ms(self, sig: KernelSig) -> float:
         """Estimated latency of one kernel on this device, in milliseconds."""
         return estimate_ms(sig, self.profile, self.factors)
@@ -244,6 +250,7 @@ class AnalyticEstimator:
             "memory_bandwidth_gbs": hw.get("memory_bandwidth_gbs"),
             "factors": self.factors.to_dict(),
             "source": self.source,
+            "estimates_runtime": self.estimates_runtime,
         }
         if self._calibration is not None:
             d["calibration_file"] = f"device_profiles/calibration/{_CALIBRATION_FILES[self.profile.device_class]}.json"

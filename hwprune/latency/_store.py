@@ -41,11 +41,26 @@ def table_for_update(profile, directory: Path) -> tuple[LatencyTable, str | None
     return LatencyTable.load(directory, profile.name, create=True), note
 
 
-def table_warning(table_kind: str, profile, model_spec: str) -> str | None:
+def table_warning(table_kind: str, profile, model_spec: str, estimator: dict | None = None) -> str | None:
     """The one warning for a table that is not all measured on the device (None if it is):
-    predictions from it are estimates; names the command that measures the real device."""
+    predictions from it are estimates, of which runtime's speed when that is not the one
+    the device deploys with; names the command that measures the real device."""
     if table_kind in ("measured", "empty"):
         return None
+    runtime = (estimator or {}).get("estimates_runtime") or _estimated_runtime(profile)
+    other = (f", and they follow {runtime} speed while '{profile.name}' deploys with {profile.deploy_runtime}"
+             if runtime and runtime != profile.deploy_runtime else "")
     return (f"the '{profile.name}' latency table is {table_kind} (not measured on the device), so "
-            f"predicted latencies and budget checks are estimates; measure the real device with: "
+            f"predicted latencies and budget checks are estimates{other}; measure the real device with: "
             f"{profile.measure_hint(model_spec)}")
+
+
+def _estimated_runtime(profile) -> str | None:
+    """The runtime the shipped calibration of this device class follows (tables estimated
+    before the estimator recorded it)."""
+    from hwprune.latency._estimate import AnalyticEstimator
+
+    try:
+        return AnalyticEstimator(profile).estimates_runtime
+    except HwpruneError:
+        return None

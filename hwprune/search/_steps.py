@@ -129,7 +129,7 @@ def _table_warnings(predictor: Any, profile: Any, model_spec: str, floor_ms: flo
     from hwprune.latency._store import table_warning
 
     device = profile.name
-    warnings = [w for w in [table_warning(predictor.table.kind, profile, model_spec)] if w]
+    warnings = [w for w in [table_warning(predictor.table.kind, profile, model_spec, predictor.table.meta.estimator)] if w]
     if floor_ms <= 0:
         warnings.append(f"the latency table predicts {floor_ms:.4g} ms for the smallest plan: its "
                         f"calibration offset is off, so small plans look faster than they are; "

@@ -26,6 +26,7 @@ def _device_row(name: str, args: argparse.Namespace) -> dict[str, Any]:
     from hwprune.devices import load_profile
     from hwprune.errors import HwpruneError
     from hwprune.latency import LatencyTable
+    from hwprune.latency._drift import measure_drift
 
     prof = load_profile(name)
     directory, origin = resolve_table(name, args.tables, args.work_dir)
@@ -42,11 +43,20 @@ def _device_row(name: str, args: argparse.Namespace) -> dict[str, Any]:
         if prof.measurable_here and t.measured_keys():
             try:
                 t.check_fresh(prof.local_runtime().identity())
+                drift = measure_drift(t, prof.local_runtime())   # about a second
+                info["drift"] = drift.to_dict() if drift else None
             except HwpruneError as exc:
                 info.update(table="stale", stale_reason=str(exc))
     except HwpruneError as exc:
         info.update(table="corrupt", error=str(exc))
     return info
+
+
+def _drift_text(drift: dict | None) -> str:
+    """This machine's speed against the table's build: 'x1.12' = 12% slower now."""
+    if not drift:
+        return "-"
+    return f"x{drift['ratio']:.2f}" + (" (drifted)" if drift["significant"] else "")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -58,10 +68,11 @@ def run(args: argparse.Namespace) -> int:
         emit_json(rows)
         return 0
     table([[r["name"], r["class"], r["runtime"], r["deploy_runtime"], r["table"],
-            (r["table_origin"] or "-").split(":")[0],
+            (r["table_origin"] or "-").split(":")[0], _drift_text(r.get("drift")),
             ", ".join(m.split("@")[0] for m in r["models"]) or "-"] for r in rows],
-          ["device", "class", "timed with", "deploys with", "table", "whose", "models in table"])
+          ["device", "class", "timed with", "deploys with", "table", "whose", "speed now", "models in table"])
     print(f"\nYour tables: {tables_dir(args.tables, args.work_dir)} (shipped ones are read where you have "
           "none). 'measured' = timed on the device; 'estimated' = analytic model "
-          "(see 'hwprune profile --help' to measure a real device).")
+          "(see 'hwprune profile --help' to measure a real device). 'speed now': the table's reference model "
+          "re-timed now against its build (x1.10 = 10% slower; beyond 5% predictions are rescaled).")
     return 0

@@ -5,7 +5,7 @@ import argparse
 import sys
 
 from hwprune.cli._fmt import emit_json
-from hwprune.cli._options import add_format, add_work_dir, check_output_dir, int_at_least
+from hwprune.cli._options import add_format, add_rescale, add_work_dir, check_output_dir, int_at_least
 
 HELP = "compile a search's winner with TVM for a device"
 
@@ -32,6 +32,8 @@ def add_parser(sub) -> None:
     s.add_argument("--allow-slower", action="store_true",
                    help="keep an artifact that runs more than 10%% above the run's predicted latency "
                         "(by default that fails the export)")
+    s.add_argument("--tables", metavar="DIR", help="your latency table folder (default: WORK_DIR/tables)")
+    add_rescale(s)
     add_work_dir(s)
     add_format(s)
     s.set_defaults(func=run)
@@ -55,7 +57,8 @@ def run(args: argparse.Namespace) -> int:
     meta = export_artifact(args.run_dir, args.device, out_dir=args.out, tune_trials=args.tune_trials,
                            database_dir=database, allow_tar=args.allow_tar,
                            overwrite=args.overwrite, verify=not args.no_verify,
-                           allow_slower=args.allow_slower)
+                           allow_slower=args.allow_slower, rescale=not args.no_rescale,
+                           tables=args.tables, work_dir=args.work_dir)
     if meta.get("warning"):
         print(f"hwprune: warning: {meta['warning']}", file=sys.stderr)
     if args.format == "json":

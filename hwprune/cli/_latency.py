@@ -5,7 +5,7 @@ import argparse
 import sys
 
 from hwprune.cli._fmt import emit_json, fmt_ms, table
-from hwprune.cli._options import add_device, add_format, add_model, add_timing, load_model
+from hwprune.cli._options import add_device, add_format, add_model, add_rescale, add_timing, drift_note, load_model
 from hwprune.errors import ConfigError
 
 HELP = "predict (and measure) a model's latency on a device"
@@ -24,6 +24,7 @@ def add_parser(sub) -> None:
     s.add_argument("--plan", help="a plan.json; default: the dense model")
     s.add_argument("--measure", action="store_true", help="also measure end to end (this machine only)")
     add_timing(s, "model (--measure)", warmup=10, repeats=100, min_time=1.0)
+    add_rescale(s)
     add_format(s)
     s.set_defaults(func=run)
 
@@ -59,7 +60,10 @@ def run(args: argparse.Namespace) -> int:
     plan = PruningPlan.load(args.plan) if args.plan else analysis.space.dense_plan()
     analysis.space.validate(plan)
     directory, origin = resolve_table(profile.name, args.tables, args.work_dir)
-    predictor = open_predictor(analysis, args.device, directory)
+    predictor = open_predictor(analysis, args.device, directory, drift=True, rescale=not args.no_rescale)
+    note = drift_note(predictor, profile.name)
+    if note:
+        print(f"hwprune: warning: {note}", file=sys.stderr)
     kernels = predictor.kernel_times(plan)
     predicted = predictor.predict_ms(plan)
     measured = measure_plan_ms(analysis, plan, profile, args) if args.measure else None
@@ -67,6 +71,7 @@ def run(args: argparse.Namespace) -> int:
     result = {"device": profile.name, "model": analysis.lm.model_id, "table_kind": predictor.table.kind,
               "table": f"{origin}: {directory}", "predicted_ms": predicted, "measured_ms": measured,
               "kernel_sum_ms": sum(k.latency_ms for k in kernels),
+              "drift": predictor.drift.to_dict() if predictor.drift else None, "rescale": predictor.rescale,
               "calibration": {"scale": predictor.scale, "offset_ms": predictor.offset,
                               "scope": predictor.calibration_scope},
               "kernels": [{"name": k.name, "key": k.key, "latency_ms": k.latency_ms, "source": k.source}

@@ -46,6 +46,22 @@ def add_device(p: argparse.ArgumentParser, required: bool = True) -> None:
     add_work_dir(p)
 
 
+def add_rescale(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--no-rescale", action="store_true",
+                   help="keep the table's values when this machine now runs faster or slower than when "
+                        "the table was built (by default predictions follow the measured drift)")
+
+
+def drift_note(predictor, device: str) -> str | None:
+    """One line on the machine's drift since the table was built (None when within 5%)."""
+    d = predictor.drift
+    if d is None or not d.significant:
+        return None
+    done = (f"predictions scaled by {predictor.rescale:.2f} (--no-rescale keeps the table's values)"
+            if predictor.rescale != 1.0 else "predictions are the table's values (--no-rescale)")
+    return f"{d.describe(device)}; {done}"
+
+
 def add_timing(p: argparse.ArgumentParser, what: str, *, warmup: int, repeats: int, min_time: float) -> None:
     """``--warmup``, ``--repeats``, ``--min-time``: the same three numbers of the timing
     protocol (:class:`hwprune.runtimes.timing.TimingProtocol`) wherever something is timed."""

@@ -49,6 +49,20 @@ def add_parser(sub) -> None:
     s.set_defaults(func=run)
 
 
+def _say_drift(profile, table, analysis, report) -> None:
+    """A model the table already covered: say when this machine has changed speed since."""
+    from hwprune.latency._drift import measure_drift
+
+    if report.timed or not profile.measurable_here:
+        return
+    drift = measure_drift(table, profile.local_runtime(), analysis.model_key)
+    report.drift = drift.to_dict() if drift else None
+    if drift is not None and drift.significant:
+        print(f"hwprune: warning: {drift.describe(profile.name)}; predictions are rescaled by it "
+              f"(--no-rescale keeps the table's values), or rebuild the table: hwprune profile "
+              f"--device {profile.name} --model {analysis.lm.spec or analysis.lm.model_id} --rebuild", file=sys.stderr)
+
+
 def run(args: argparse.Namespace) -> int:
     from hwprune._paths import tables_dir
     from hwprune.devices import load_profile, runner_for
@@ -76,6 +90,7 @@ def run(args: argparse.Namespace) -> int:
         kind = "measured"
         if report.stale_note:
             print(f"hwprune: warning: {report.stale_note}; measuring anew", file=sys.stderr)
+        _say_drift(profile, table, analysis, report)
     result = {**report.to_dict(), "kind": kind, "table": str(LatencyTable.paths(directory, profile.name)[0])}
     if args.format == "json":
         emit_json(result)

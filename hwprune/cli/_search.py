@@ -6,7 +6,7 @@ import sys
 from pathlib import Path
 
 from hwprune.cli._fmt import emit_json
-from hwprune.cli._options import add_device, add_format, add_model, check_output_dir, float_in, int_at_least
+from hwprune.cli._options import add_device, add_format, add_model, add_rescale, check_output_dir, float_in, int_at_least
 from hwprune.errors import ConfigError
 
 HELP = "find per-group pruning ratios under a latency/memory budget"
@@ -58,6 +58,7 @@ def add_parser(sub) -> None:
     g.add_argument("--task", metavar="MODULE", help="user data module (file.py or package.module) "
                                                     "with train_loader() and val_loader()")
     s.add_argument("--no-measure", action="store_true", help="do not time the winner end to end on this machine")
+    add_rescale(s)
     s.add_argument("--no-progress", action="store_true", help="no progress bar")
     add_format(s)
     s.set_defaults(func=run)
@@ -95,7 +96,7 @@ def run(args: argparse.Namespace) -> int:
         pareto=args.pareto, sampler=args.sampler, finetune_steps=args.finetune_steps,
         finalists=args.finalists, candidate_finetune_steps=args.candidate_finetune_steps, lr=args.lr,
         data_dir=args.data, task=args.task, tables=tables, calibration_images=args.calibration_images,
-        val_images=args.val_images, measure=not args.no_measure,
+        val_images=args.val_images, measure=not args.no_measure, rescale=not args.no_rescale,
         progress=not args.no_progress and sys.stderr.isatty())
     for w in result.get("warnings", []):
         print(f"hwprune: warning: {w}", file=sys.stderr)

@@ -42,7 +42,9 @@ def export_artifact(run_dir: str | os.PathLike, device: str | DeviceProfile | No
                     database_dir: str | os.PathLike | None = None, allow_tar: bool = False,
                     overwrite: bool = False, verify: bool = True, tolerance: float = 1e-4,
                     warmup: int = 10, repeats: int = 50, seed: int = 0,
-                    tune_timeout_s: float = 600.0, allow_slower: bool = False) -> dict[str, Any]:
+                    tune_timeout_s: float = 600.0, allow_slower: bool = False, rescale: bool = True,
+                    tables: str | os.PathLike | None = None,
+                    work_dir: str | os.PathLike | None = None) -> dict[str, Any]:
     """Compile the pruned model of ``run_dir`` for ``device`` and write an artifact.
 
     Returns the metadata dict (also written as ``metadata.json``); it has a ``warning``
@@ -97,7 +99,7 @@ def export_artifact(run_dir: str | os.PathLike, device: str | DeviceProfile | No
     try:
         meta = _build_artifact(_tvm, run, summary, profile, tmp, out, _Options(
             tune_trials, database_dir, allow_tar, verify, tolerance, warmup, repeats, seed, tune_timeout_s,
-            allow_slower))
+            allow_slower, rescale, tables, work_dir))
         _publish(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -140,6 +142,9 @@ class _Options:
     seed: int
     tune_timeout_s: float
     allow_slower: bool
+    rescale: bool = True
+    tables: Any = None
+    work_dir: Any = None
 
 
 def _build_artifact(_tvm: Any, run: RunDir, summary: RunSummary, profile: DeviceProfile,
@@ -155,6 +160,12 @@ def _build_artifact(_tvm: Any, run: RunDir, summary: RunSummary, profile: Device
     predicted, prediction_note = _prediction(summary, profile)
     verification, measured, warnings = _verify(_tvm, tmp, link, inputs, target, profile, opts)
     if measured is not None:
+        drift = _drift(summary, profile, opts)
+        if drift is not None and drift.significant and predicted is not None:
+            warnings.append(f"{drift.describe(profile.name)}; the prediction is scaled by {drift.ratio:.2f} "
+                            "for the comparison")
+            measured["drift"] = drift.to_dict()
+            predicted = predicted * drift.ratio
         warnings += _race(measured, predicted, profile, opts)
     if prediction_note:
         warnings.append(prediction_note)
@@ -221,6 +232,23 @@ def _prediction(summary: RunSummary, profile: DeviceProfile) -> tuple[float | No
     return None, (f"the run was searched for '{summary.device}', so its predicted latency is not "
                   f"'{profile.name}''s; predict it with: hwprune latency --device {profile.name} "
                   f"--model MODEL --plan {RunDir.PLAN}")
+
+
+def _drift(summary: RunSummary, profile: DeviceProfile, opts: _Options) -> Any:
+    """This machine's speed against the build of the table the run was predicted from."""
+    if not (opts.rescale and profile.measurable_here and summary.device == profile.name and summary.model):
+        return None
+    from hwprune._paths import resolve_table
+    from hwprune.errors import HwpruneError
+    from hwprune.latency import open_table
+    from hwprune.latency._drift import measure_drift
+
+    model_key = f"{summary.model.get('model_id')}@{'x'.join(map(str, summary.model.get('input_shape', [])))}"
+    try:
+        directory = resolve_table(profile.name, opts.tables, opts.work_dir)[0]
+        return measure_drift(open_table(profile.name, directory), profile.local_runtime(), model_key)
+    except HwpruneError:  # no table here any more: nothing to compare with
+        return None
 
 
 def _verify(_tvm: Any, tmp: Path, link: Any, inputs: list[Any], target: dict[str, Any], profile: DeviceProfile,

@@ -50,13 +50,18 @@ def open_table(device: str, tables: str | Path | None = None, check_fresh: bool 
 
 
 def open_predictor(analysis, device: str, tables: str | Path | None = None,
-                   check_fresh: bool = True) -> LatencyPredictor:
+                   check_fresh: bool = True, drift: bool = False, rescale: bool = True) -> LatencyPredictor:
     """A :class:`LatencyPredictor` for ``analysis``'s model on ``device``.
 
     Raises ``TableError`` (no table), ``StaleTableError`` (host table measured on another
     CPU or runtime) or ``MissingKernelsError`` (the model's kernels are not all there).
     For a device that cannot be measured from here and whose table holds only estimates,
     missing kernels are estimated on the fly (in memory, marked ``estimated``).
+
+    With ``drift`` on a device at hand, the table's reference model is re-timed (about a
+    second) and the result kept as ``predictor.drift``; when this machine now runs more
+    than 5% slower or faster than during the build, predictions are scaled by that ratio
+    (``predictor.rescale``) unless ``rescale`` is False.
     """
     from hwprune.devices import load_profile
 
@@ -72,4 +77,10 @@ def open_predictor(analysis, device: str, tables: str | Path | None = None,
                 table.meta.estimator = est.describe()
     predictor = LatencyPredictor(analysis, table)
     predictor.check_complete()
+    if drift and profile.measurable_here:
+        from hwprune.latency._drift import measure_drift
+
+        predictor.drift = measure_drift(table, profile.local_runtime(), analysis.model_key)
+        if predictor.drift is not None and predictor.drift.significant and rescale:
+            predictor.rescale = predictor.drift.ratio
     return predictor

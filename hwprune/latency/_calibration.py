@@ -9,6 +9,7 @@ from __future__ import annotations
 import random
 
 from hwprune.devices import MicroModel, Runner
+from hwprune.latency._drift import save_reference
 from hwprune.latency._in_context import IN_CONTEXT_PASSES
 from hwprune.latency._predict import LatencyPredictor
 from hwprune.latency._progress import progress_bar
@@ -109,4 +110,5 @@ class Calibration:
         table.meta.calibration = points
         table.pending_calibration = [r for r in table.pending_calibration if r.model != key]
         table.meta.calibration_model = CALIBRATION_MODEL
+        save_reference(table, key, points, {name: mm.onnx for name, _, mm in self.models})
         return sum(1 for p in points if p.model == key)

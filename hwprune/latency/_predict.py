@@ -82,6 +82,10 @@ class LatencyPredictor:
             self.offset = 0.0
         else:
             self.scale, self.offset = 1.0, 0.0
+        #: the machine's speed now against the build's (``hwprune.latency._drift.Drift``)
+        self.drift = None
+        #: factor applied to predictions for that drift (1.0: raw table values)
+        self.rescale = 1.0
 
     def _point_sum(self, point: CalibrationPoint) -> float:
         """A calibration point's kernel sum on the table as it is now.
@@ -149,7 +153,7 @@ class LatencyPredictor:
     def predict_ms(self, plan: PruningPlan) -> float:
         """Calibrated end-to-end prediction in milliseconds."""
         total = self.kernel_sum_ms(plan)
-        return max(self.scale * total + self.offset, self.min_ratio * total)
+        return self.rescale * max(self.scale * total + self.offset, self.min_ratio * total)
 
     def check_complete(self) -> None:
         """Raise MissingKernelsError unless every plan in the space can be predicted."""

@@ -43,6 +43,7 @@ class ProfileReport:
     in_context: int = 0
     table_path: str = ""
     stale_note: str | None = None
+    drift: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)

@@ -248,6 +248,8 @@ class TableMeta:
     calibration: list[CalibrationPoint] = field(default_factory=list)
     calibration_model: str | None = None
     estimator: dict[str, Any] | None = None
+    #: per model: its reference model (see :mod:`hwprune.latency._drift`)
+    reference: dict[str, dict[str, Any]] = field(default_factory=dict)
     counts: dict[str, int] = field(default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict)
 

@@ -72,6 +72,7 @@ class SearchConfig:
     val_images: int | None = 2000
     measure: bool = True
     progress: bool = True
+    rescale: bool = True
 
     def __post_init__(self) -> None:
         if self.trials <= 0:
@@ -152,7 +153,7 @@ def prepare_search(config: SearchConfig, log: Log | None = None) -> SearchSetup:
     profile = load_profile(config.device)
     lm = load_model(config.model, config.weights, config.input_shape)
     analysis = analyze(lm)
-    predictor = open_predictor(analysis, profile.name, config.tables)
+    predictor = open_predictor(analysis, profile.name, config.tables, drift=True, rescale=config.rescale)
     space, cost = analysis.space, analysis.cost
     dense_ms = float(predictor.predict_ms(space.dense_plan()))
     budget = Budget.parse(config.latency, config.memory, dense_ms, cost.cost(space.dense_plan()).memory_bytes)
@@ -160,6 +161,9 @@ def prepare_search(config: SearchConfig, log: Log | None = None) -> SearchSetup:
     floor_ms = float(predictor.predict_ms(floor_plan))
     check_reachable(budget, floor_ms, cost.cost(floor_plan).memory_bytes, lm.model_id, profile.name)
     warnings = _table_warnings(predictor, profile, lm.spec or lm.model_id, floor_ms)
+    if predictor.drift is not None and predictor.drift.significant:
+        warnings.append(predictor.drift.describe(profile.name) + (
+            f"; predictions scaled by {predictor.rescale:.2f}" if predictor.rescale != 1.0 else ""))
     run = RunDir.create(config.run_dir, resume=config.resume, shared_study=bool(config.storage_url))
     say(f"budget: {budget.describe()}; dense predicted {dense_ms:.4g} ms, "
         f"fastest reachable {floor_ms:.4g} ms ({predictor.table.kind} table)")

@@ -1,0 +1,74 @@
+"""A table notices when the machine has changed speed since it was built.
+
+The test builds a host table for the demo model, then slows the machine down with
+CPU-bound neighbour processes (one pinned to each core the timing may use, bounded in
+time) and checks that opening a predictor re-times the table's reference model, reports
+the slowdown with its ratio, and that the rescaled prediction matches what the slowed
+machine measures.
+"""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+
+import pytest
+
+from hwprune.devices import LocalRunner, load_profile
+from hwprune.latency import LatencyTable, open_predictor, profile_model
+from hwprune.latency._drift import DRIFT_THRESHOLD, reference_for
+from hwprune.models import load_model
+from hwprune.onnx_export import to_onnx_bytes
+from hwprune.pruning import analyze
+from hwprune.runtimes.timing import TimingProtocol
+
+_BUSY = "import os, sys, time; os.sched_setaffinity(0, {int(sys.argv[1])}); end = time.time() + 90\nwhile time.time() < end: pass"
+
+
+@pytest.fixture(scope="module")
+def demo_table(tmp_path_factory):
+    d = tmp_path_factory.mktemp("drift-tables")
+    a = analyze(load_model("demo", input_shape="1x1x112x112"))  # runs of ~10 ms: longer than a time slice
+    runner = LocalRunner(protocol=TimingProtocol(warmup=2, repeats=5, min_time_s=0.0))
+    profile_model(a, LatencyTable.load(d, "host", create=True), runner, anchors=2, progress=False)
+    return a, d
+
+
+def _neighbours() -> list[subprocess.Popen]:
+    cores = sorted(os.sched_getaffinity(0))
+    return [subprocess.Popen([sys.executable, "-c", _BUSY, str(c)]) for c in cores]
+
+
+def test_build_keeps_a_reference_model(demo_table):
+    a, d = demo_table
+    table = LatencyTable.load(d, "host")
+    ref = reference_for(table, a.model_key)
+    assert ref is not None and (d / ref["file"]).is_file() and ref["measured_ms"] > 0
+    again = LatencyTable.load(d, "host")          # survives a save and a reload
+    assert again.meta.reference == table.meta.reference
+
+
+def test_slowed_machine_is_noticed_and_predictions_follow(demo_table):
+    a, d = demo_table
+    plan = a.space.uniform_plan(0.15)
+    runtime = load_profile("host").local_runtime()
+    onnx = to_onnx_bytes(a.space.apply(plan), a.lm.input_shape)
+    procs = _neighbours()
+    try:
+        time.sleep(1.0)
+        pred = open_predictor(a, "host", d, drift=True)
+        raw = open_predictor(a, "host", d, drift=False)
+        measured = runtime.measure_latencies([onnx], rounds=3, seconds=1.0)[0]["median_ms"]
+        kept = open_predictor(a, "host", d, drift=True, rescale=False)
+    finally:
+        for p in procs:
+            p.kill()
+            p.wait()
+    assert pred.drift is not None and pred.drift.ratio > 1 + DRIFT_THRESHOLD, pred.drift
+    assert pred.drift.significant and "slower" in pred.drift.describe("host")
+    assert pred.rescale == pytest.approx(pred.drift.ratio)
+    assert kept.rescale == 1.0 and kept.predict_ms(plan) == pytest.approx(raw.predict_ms(plan))
+    predicted = pred.predict_ms(plan)
+    assert predicted == pytest.approx(raw.predict_ms(plan) * pred.drift.ratio)
+    assert abs(predicted - measured) / measured <= 0.10, (predicted, measured, raw.predict_ms(plan), pred.drift)

@@ -12,11 +12,11 @@ import sys
 import warnings
 
 from hwprune import __version__
-from hwprune.cli import _devices, _export, _latency, _models, _profile, _prune, _search, _worker
+from hwprune.cli import _bench, _devices, _export, _latency, _models, _profile, _prune, _search, _worker
 from hwprune.cli._options import Parser
 from hwprune.errors import HwpruneError
 
-COMMANDS = (_models, _devices, _prune, _profile, _latency, _search, _export, _worker)
+COMMANDS = (_models, _devices, _prune, _profile, _latency, _search, _export, _bench, _worker)
 EPILOG = """examples:
   hwprune models
   hwprune devices
@@ -26,6 +26,7 @@ EPILOG = """examples:
   hwprune search --device pixel7 --latency 50%
   hwprune search --device host --latency 0.6ms --memory 2MB --trials 100
   hwprune export hwprune-work/runs/demo-host-20261201-101500 --device host
+  hwprune bench hwprune-work/runs/demo-host-20261201-101500/model.onnx --device host
 
 Your tables, runs and tuning records go under ./hwprune-work (--work-dir or $HWPRUNE_WORK_DIR).
 Run 'hwprune COMMAND --help' for the flags of a command."""

@@ -451,14 +451,6 @@ def tune(mod: Any, target: dict[str, Any], database_dir: str | os.PathLike, max_
     return report
 
 
-def _task_in_db(db: Any, task: Any, tgt: Any) -> bool:
-    mod = task.dispatched[0]
-    try:
-        return db.has_workload(mod) and len(db.get_top_k(db.commit_workload(mod), 1)) > 0
-    except Exception:  # a corrupt record just means: tune again
-        return False
-
-
 @contextlib.contextmanager
 def _env(**values: str) -> Iterator[None]:
     old = {k: os.environ.get(k) for k in values}

@@ -1,184 +1,216 @@
-"""Compile speed and latency: onnxruntime vs TVM untuned vs TVM MetaSchedule-tuned.
+"""Latency on this CPU: onnxruntime vs TVM default pipeline vs schedule library vs tuned.
 
-For the demo CNN (1x1x28x28) and ResNet-18 (1x3x224x224), dense and one pruned variant
-(half of the channels inside every residual block, kept by L1 norm), this exports ONNX,
-runs :func:`hwprune.compile.export_artifact` for the host profile untuned and tuned
-(one MetaSchedule database per model, shared by its dense and pruned variant), and
-reports latency (1 thread, median) and compile/tune time.
+For each model variant this exports ONNX and compiles it with TVM several ways:
 
-    python benchmarks/compile_speed.py                       # ~10-15 min on 2 shared cores
-    python benchmarks/compile_speed.py --resnet-trials 32    # quiet machine: adds tuned ResNet-18
+* ``default``  -- ``build(..., schedules=False)``: TVM's own pipeline, no CPU schedules
+  (only for the demo CNN and one ResNet-18 layer: whole ImageNet models take minutes);
+* ``library``  -- hwprune's hand-written schedule library (what export uses untuned);
+* ``tuned@N``  -- MetaSchedule with a budget of N trials on top of the library (per task the
+  faster of record and library kept), with the tuning wall time beside it: the trial curve.
+  One tuning database per base model and budget, shared by its dense and pruned variants.
 
-MetaSchedule builds one candidate at a time here; on the shared 2-core machine one build
-took 60-120 s (load average 5), so the default tunes only the demo model (8 trials).
+All of them and onnxruntime are timed in interleaved rounds (every runtime once per round,
+median over rounds), one thread each. Run it on a quiet machine:
 
-Writes benchmarks/results/compile_speed.csv and .md. Timings come from a shared
-machine: read ratios, not absolute numbers.
+    python benchmarks/compile_speed.py                                    # everything (about an hour)
+    python benchmarks/compile_speed.py --models demo --budgets 4 --rounds 3   # smoke test, ~2 min
+
+Variants: ``demo``, ``demo@0.5``, ``resnet18``, ``resnet18@0.5``, ``mobilenet_v2`` (``@R`` = a
+uniform plan pruning every group by R), ``resnet18-layer`` (the 3x3 conv-BN-ReLU of ResNet-18's
+first stage, 64 channels at 56x56). Writes benchmarks/results/compile_speed.csv and .md.
 """
 from __future__ import annotations
 
 import argparse
-import copy
 import csv
-import json
+import logging
 import os
 import platform
 import shutil
+import statistics
 import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any, Callable
 
+import numpy as np
 import torch
 from torch import nn
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from hwprune.compile import export_artifact  # noqa: E402
-from hwprune.models import load_model  # noqa: E402
+from hwprune.runtimes import tvm as T  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results"
+DEFAULT_MODELS = "demo,demo@0.5,resnet18-layer,resnet18,resnet18@0.5,mobilenet_v2"
+WITH_DEFAULT_PIPELINE = ("demo", "resnet18-layer")
 
 
-def _keep_idx(weight: torch.Tensor, keep: int) -> torch.Tensor:
-    scores = weight.detach().abs().flatten(1).sum(1)
-    return torch.sort(torch.topk(scores, keep).indices).values
+# --------------------------------------------------------------------------- models
+
+def _layer_model() -> tuple[nn.Module, tuple[int, ...]]:
+    layer = nn.Sequential(nn.Conv2d(64, 64, 3, 1, 1, bias=False), nn.BatchNorm2d(64), nn.ReLU())
+    return layer.eval(), (1, 64, 56, 56)
 
 
-def _narrow_conv(conv: nn.Conv2d, out_idx: torch.Tensor | None, in_idx: torch.Tensor | None) -> nn.Conv2d:
-    w = conv.weight.detach()
-    if out_idx is not None:
-        w = w[out_idx]
-    if in_idx is not None:
-        w = w[:, in_idx]
-    new = nn.Conv2d(w.shape[1], w.shape[0], conv.kernel_size, conv.stride, conv.padding,
-                    bias=conv.bias is not None)
-    new.weight.data.copy_(w)
-    if conv.bias is not None:
-        new.bias.data.copy_(conv.bias.detach()[out_idx] if out_idx is not None else conv.bias.detach())
-    return new
+def export_variant(variant: str, folder: Path) -> tuple[Path, dict[str, Any]]:
+    """ONNX of ``variant`` in ``folder``; returns its path and size facts."""
+    from hwprune.models import load_model
+    from hwprune.onnx_export import export_onnx
+    from hwprune.pruning import analyze
+
+    torch.manual_seed(0)
+    name, _, ratio = variant.partition("@")
+    if name == "resnet18-layer":
+        model, shape = _layer_model()
+    else:
+        lm = load_model(name)
+        model, shape = lm.model.eval(), lm.input_shape
+        if ratio:
+            space = analyze(lm).space
+            plan = space.uniform_plan(float(ratio))
+            space.validate(plan)
+            model = space.apply(plan).eval()
+    path = export_onnx(model, shape, folder / f"{variant}.onnx")
+    return path, {"input": "x".join(map(str, shape)), "params": sum(p.numel() for p in model.parameters())}
 
 
-def _narrow_bn(bn: nn.BatchNorm2d, idx: torch.Tensor) -> nn.BatchNorm2d:
-    new = nn.BatchNorm2d(len(idx))
-    for name in ("weight", "bias"):
-        getattr(new, name).data.copy_(getattr(bn, name).detach()[idx])
-    new.running_mean.copy_(bn.running_mean[idx])
-    new.running_var.copy_(bn.running_var[idx])
-    return new
+# --------------------------------------------------------------------------- compile
+
+def compile_all(onnx_path: Path, variant: str, budgets: list[int], db_root: Path,
+                row: dict[str, Any]) -> dict[str, Any]:
+    """Executables by label (default, library, tuned@N); tuning facts go into ``row``."""
+    mod = T.import_onnx(onnx_path)
+    target = T.resolve_target(T.HOST_TARGET)
+    exes: dict[str, Any] = {}
+    base = variant.partition("@")[0]
+    if base in WITH_DEFAULT_PIPELINE:
+        t0 = time.perf_counter()
+        exes["default"] = T.build(mod, target, schedules=False)
+        row["default_compile_s"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    exes["library"] = T.build(mod, target)
+    row["library_compile_s"] = time.perf_counter() - t0
+    for n in budgets:
+        db = db_root / f"{base}-{n}"           # shared by the dense and pruned variants
+        report = T.tune(mod, T.resolve_target(T.HOST_TARGET, num_cores=1), db, n, log_dir=db_root / "logs")
+        row[f"tune{n}_s"] = report.seconds
+        row[f"tune{n}_tasks"] = f"{report.kept_tuned}/{report.tuned_tasks} kept, {report.reused_tasks} reused"
+        exes[f"tuned@{n}"] = T.build(mod, target, database_dir=db)
+    return exes
 
 
-def prune_inner(model: nn.Module, ratio: float = 0.5) -> nn.Module:
-    """Keep ``ratio`` of the channels between the two convs of each residual block.
+# --------------------------------------------------------------------------- timing
 
-    Those channels are coupled to nothing else, so this is a valid channel-pruning plan
-    for both the demo CNN (ResBlock) and ResNet BasicBlocks, without hwprune.pruning.
-    """
-    model = copy.deepcopy(model).eval()
-    for m in model.modules():
-        if hasattr(m, "conv1") and hasattr(m, "conv2"):
-            if isinstance(m.conv1, nn.Sequential):          # demo ResBlock: conv1 = conv-bn-relu
-                c1, b1 = m.conv1[0], m.conv1[1]
-            else:                                           # ResNet BasicBlock
-                c1, b1 = m.conv1, m.bn1
-            idx = _keep_idx(c1.weight, max(1, int(c1.out_channels * ratio)))
-            new_c1, new_b1 = _narrow_conv(c1, idx, None), _narrow_bn(b1, idx)
-            if isinstance(m.conv1, nn.Sequential):
-                m.conv1[0], m.conv1[1] = new_c1, new_b1
-            else:
-                m.conv1, m.bn1 = new_c1, new_b1
-            m.conv2 = _narrow_conv(m.conv2, None, idx)
-    return model
+def _tvm_timer(exe: Any, x: np.ndarray, repeats: int) -> Callable[[], float]:
+    vm, dev = T.load_vm(exe)
+    return lambda: statistics.median(T.time_vm(vm, dev, [x], warmup=2, repeats=repeats, min_time_s=0.02))
 
 
-def write_run(run: Path, model: nn.Module, shape: tuple[int, ...]) -> None:
-    run.mkdir(parents=True)
-    torch.onnx.export(model, (torch.randn(*shape),), str(run / "model.onnx"), dynamo=False,
-                      opset_version=17, input_names=["input"], output_names=["output"])
-    (run / "plan.json").write_text(json.dumps({"note": "benchmark variant"}))
-    (run / "summary.json").write_text(json.dumps({
-        "status": "finished", "device": "host", "predicted_latency_ms": None, "accuracy": {}}))
+def _ort_timer(onnx_path: Path, x: np.ndarray, repeats: int) -> Callable[[], float]:
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = opts.inter_op_num_threads = 1
+    sess = ort.InferenceSession(str(onnx_path), opts, providers=["CPUExecutionProvider"])
+    name = sess.get_inputs()[0].name
+
+    def once() -> float:
+        for _ in range(2):
+            sess.run(None, {name: x})
+        times = []
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            sess.run(None, {name: x})
+            times.append((time.perf_counter() - t0) * 1e3)
+        return statistics.median(times)
+
+    return once
+
+
+def time_interleaved(onnx_path: Path, exes: dict[str, Any], rounds: int, repeats: int) -> dict[str, float]:
+    """Median over ``rounds`` of each runtime's median latency (ms); one runtime after the
+    other within a round, so load from other jobs hits them alike."""
+    T.set_num_threads(1)
+    shape = T.onnx_inputs(onnx_path)[0].shape
+    x = np.random.default_rng(0).standard_normal(shape).astype("float32")
+    timers = {"onnxruntime": _ort_timer(onnx_path, x, repeats)}
+    timers.update({label: _tvm_timer(exe, x, repeats) for label, exe in exes.items()})
+    samples: dict[str, list[float]] = {k: [] for k in timers}
+    for _ in range(rounds):
+        for label, timer in timers.items():
+            samples[label].append(timer())
+    return {label: statistics.median(v) for label, v in samples.items()}
+
+
+# --------------------------------------------------------------------------- report
+
+def _fmt(v: object) -> str:
+    if v is None or v == "":
+        return "-"
+    if isinstance(v, float):
+        return f"{v:.3g}" if abs(v) < 10 else f"{v:.1f}"
+    return str(v)
+
+
+def write_results(rows: list[dict[str, Any]], budgets: list[int], total_s: float, out_dir: Path) -> str:
+    import onnxruntime
+
+    cols = list(dict.fromkeys(k for r in rows for k in r))
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with (out_dir / "compile_speed.csv").open("w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=cols)
+        w.writeheader()
+        w.writerows(rows)
+    head = "| " + " | ".join(cols) + " |\n|" + "---|" * len(cols) + "\n"
+    body = "".join("| " + " | ".join(_fmt(r.get(c)) for c in cols) + " |\n" for r in rows)
+    note = (f"\nLatencies in ms (1 thread, median over interleaved rounds); `*_s` columns are seconds "
+            f"of compile or tuning wall time. Budgets: {', '.join(map(str, budgets)) or 'none'} trials in total "
+            "per model (tasks ranked by latency share, >= 16 trials per tuned task; per task the faster of "
+            "record and library kept: `kept` = records faster than the library). Machine: "
+            f"{platform.machine()}, {os.cpu_count()} CPUs, TVM {T.tvm_version()}, onnxruntime "
+            f"{onnxruntime.__version__}. Total benchmark time {total_s / 60:.1f} min.\n")
+    text = "# Compile speed: onnxruntime vs TVM default vs schedule library vs tuned (host CPU)\n\n"
+    text += head + body + note
+    (out_dir / "compile_speed.md").write_text(text)
+    return text
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--models", default="demo,resnet18")
-    ap.add_argument("--demo-trials", type=int, default=8)
-    ap.add_argument("--resnet-trials", type=int, default=0)
-    ap.add_argument("--budget-s", type=float, default=840.0, help="skip tuning once this is spent")
-    ap.add_argument("--repeats", type=int, default=10)
+    ap.add_argument("--models", default=DEFAULT_MODELS, help=f"comma-separated variants (default {DEFAULT_MODELS})")
+    ap.add_argument("--budgets", default="16,64", help="tuning budgets in trials, comma-separated ('' for none)")
+    ap.add_argument("--rounds", type=int, default=7, help="interleaved timing rounds")
+    ap.add_argument("--repeats", type=int, default=20, help="runs per runtime per round")
+    ap.add_argument("--out", type=Path, default=RESULTS, help="folder for compile_speed.csv/.md")
     args = ap.parse_args()
+    budgets = [int(b) for b in args.budgets.split(",") if b.strip()]
+    if any(b <= 0 for b in budgets):
+        ap.error(f"budgets must be positive, got {args.budgets!r}")
+    logging.getLogger("tvm").setLevel(logging.WARNING)   # MetaSchedule logs every task
+    torch.set_num_threads(1)
 
     t_start = time.perf_counter()
     rows = []
     work = Path(tempfile.mkdtemp(prefix="hwprune-bench-"))
     try:
-        for name in args.models.split(","):
-            lm = load_model(name)
-            trials = args.demo_trials if name == "demo" else args.resnet_trials
-            db = work / f"db-{name}"
-            for variant, model in (("dense", lm.model), ("pruned-50%-inner", prune_inner(lm.model))):
-                params = sum(p.numel() for p in model.parameters())
-                run = work / f"{name}-{variant}"
-                write_run(run, model, lm.input_shape)
-                untuned = export_artifact(run, "host", work / f"{name}-{variant}-untuned",
-                                          warmup=3, repeats=args.repeats)
-                row = {"model": name, "variant": variant, "params": params,
-                       "onnxruntime_ms": untuned["measured"]["onnxruntime_median_ms"],
-                       "tvm_untuned_ms": untuned["measured"]["tvm_median_ms"],
-                       "untuned_compile_s": untuned["compile_s"],
-                       "untuned_max_rel_diff": untuned["verification"]["max_abs_diff_over_scale"]}
-                spent = time.perf_counter() - t_start
-                if trials > 0 and spent < args.budget_s:
-                    tuned = export_artifact(run, "host", work / f"{name}-{variant}-tuned",
-                                            tune_trials=trials, database_dir=db, warmup=3,
-                                            repeats=args.repeats)
-                    tn = tuned["tuning"]
-                    row.update(tvm_tuned_ms=tuned["measured"]["tvm_median_ms"],
-                               tune_s=tn["seconds"], tuned_compile_s=tuned["compile_s"],
-                               trials=trials, tasks_tuned=tn["tuned_tasks"], tasks_reused=tn["reused_tasks"],
-                               tuned_max_rel_diff=tuned["verification"]["max_abs_diff_over_scale"])
-                else:
-                    row.update(tvm_tuned_ms=None, tune_s=None, tuned_compile_s=None, trials=0,
-                               tasks_tuned=None, tasks_reused=None, tuned_max_rel_diff=None)
-                rows.append(row)
-                print(json.dumps(row), flush=True)
+        for variant in [m.strip() for m in args.models.split(",") if m.strip()]:
+            onnx_path, facts = export_variant(variant, work)
+            row: dict[str, Any] = {"model": variant, **facts}
+            exes = compile_all(onnx_path, variant, budgets, work / "db", row)
+            times = time_interleaved(onnx_path, exes, args.rounds, args.repeats)
+            row.update({f"{label}_ms": ms for label, ms in times.items()})
+            row["library_vs_ort"] = times["library"] / times["onnxruntime"]
+            for n in budgets:
+                row[f"tuned{n}_vs_library"] = times[f"tuned@{n}"] / times["library"]
+            rows.append(row)
+            print({k: _fmt(v) for k, v in row.items()}, flush=True)
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    total_s = time.perf_counter() - t_start
-    _write(rows, total_s)
+    print("\n" + write_results(rows, budgets, time.perf_counter() - t_start, args.out))
     return 0
-
-
-def _fmt(v: object) -> str:
-    if v is None:
-        return "-"
-    if isinstance(v, float):
-        return f"{v:.3g}" if abs(v) < 1e-2 else f"{v:.2f}"
-    return str(v)
-
-
-def _write(rows: list[dict], total_s: float) -> None:
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    cols = list(rows[0]) if rows else []
-    with (RESULTS / "compile_speed.csv").open("w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=cols)
-        w.writeheader()
-        w.writerows(rows)
-    import onnxruntime
-    import tvm  # benchmark script, not the package: the lazy-import rule is for hwprune/
-    head = ("| " + " | ".join(cols) + " |\n|" + "---|" * len(cols) + "\n")
-    body = "".join("| " + " | ".join(_fmt(r[c]) for c in cols) + " |\n" for r in rows)
-    note = (f"\nMachine: {platform.machine()} {platform.processor() or ''}, {os.cpu_count()} CPUs "
-            f"**shared with other jobs** (numbers are noisy; compare ratios). TVM {tvm.__version__}, "
-            f"onnxruntime {onnxruntime.__version__}, 1 thread each, median of the repeats. "
-            "Tuned = MetaSchedule with the stated total trials over conv/matmul tasks (tiny budget: far from "
-            "converged), one database per model shared by dense and pruned variants "
-            f"(tasks_reused). Total benchmark time {total_s / 60:.1f} min.\n")
-    text = "# Compile speed: onnxruntime vs TVM untuned vs TVM tuned (host CPU)\n\n" + head + body + note
-    (RESULTS / "compile_speed.md").write_text(text)
-    print("\n" + text)
 
 
 if __name__ == "__main__":

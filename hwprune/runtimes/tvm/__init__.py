@@ -43,7 +43,7 @@ from hwprune.runtimes import Runtime, RuntimeSpec, Session
 
 __all__ = [
     "import_tvm", "tvm_version", "seconds_to_ms", "resolve_target", "target_kind",
-    "OnnxInput", "onnx_inputs", "import_onnx", "build", "tune", "TuneReport",
+    "OnnxInput", "onnx_inputs", "import_onnx", "build", "schedule_for_build", "tune", "TuneReport",
     "LinkInfo", "export_library", "load_vm", "run_vm", "time_vm", "random_inputs",
     "time_onnx_local", "time_onnx_rpc", "connect_rpc", "parse_tracker", "host_triple",
     "is_cross", "set_num_threads", "nvcc_path", "TvmRuntime", "build_cuda_library", "vm_session", "HOST_TARGET",
@@ -288,8 +288,9 @@ def build(mod: Any, target: dict[str, Any], *, database_dir: str | os.PathLike |
 
     CPU targets (``llvm``, host or cross) get hwprune's schedule library
     (:mod:`hwprune.runtimes.tvm.schedule`) after legalization and fusion; with
-    ``database_dir``, functions that MetaSchedule tuned are compiled from their records
-    first and the library schedules the rest. ``schedules=False`` is TVM's plain default
+    ``database_dir``, a function is compiled from its MetaSchedule record only where
+    :func:`tune` found the record faster than the library; the library schedules the rest
+    (:func:`schedule_for_build`). ``schedules=False`` is TVM's plain default
     pipeline (what ``tvm.compile`` does alone: correct, far slower on a CPU)."""
     tvm = import_tvm()
     tgt = _target(target)
@@ -303,7 +304,7 @@ def build(mod: Any, target: dict[str, Any], *, database_dir: str | os.PathLike |
             return _build_scheduled(tvm, mod, target, tgt, database_dir)
         if database_dir is not None and _has_records(database_dir):
             from tvm.s_tir import meta_schedule as ms  # noqa: PLC0415
-            return ms.relax_integration.compile_relax(_open_database(database_dir), _fuse(mod), tgt, None)
+            return ms.relax_integration.compile_relax(_open_database(database_dir, target), _fuse(mod), tgt, None)
         return tvm.compile(mod, target=tgt)
     except Exception as exc:
         if isinstance(exc, (CompileError, MissingDependencyError)):
@@ -313,18 +314,28 @@ def build(mod: Any, target: dict[str, Any], *, database_dir: str | os.PathLike |
 
 def _build_scheduled(tvm: Any, mod: Any, target: dict[str, Any], tgt: Any,
                      database_dir: str | os.PathLike | None) -> Any:
+    return tvm.compile(schedule_for_build(mod, target, database_dir), target=tgt)
+
+
+def schedule_for_build(mod: Any, target: dict[str, Any], database_dir: str | os.PathLike | None = None) -> Any:
+    """The fused, scheduled relax module :func:`build` compiles for a CPU ``target``.
+
+    With ``database_dir``, a function is compiled from its best MetaSchedule record only
+    where tuning decided the record beats the library (``decisions.json``); the schedule
+    library takes every other function."""
     from tvm import relax  # noqa: PLC0415
 
+    from hwprune.runtimes.tvm._tuning import apply_decisions, check_database  # noqa: PLC0415
     from hwprune.runtimes.tvm.schedule import schedule_module  # noqa: PLC0415
 
+    tgt = _target(target)
     fused = _fuse(mod)
-    if database_dir is not None and _has_records(database_dir):
-        with tgt, _open_database(database_dir):  # tuned functions first, marked scheduled
-            fused = relax.transform.MetaScheduleApplyDatabase(enable_warning=False)(fused)
+    if database_dir is not None and Path(database_dir).is_dir():
+        check_database(database_dir, target)
+        fused = apply_decisions(fused, tgt, database_dir, _open_database)  # checked just above
     scheduled, _ = schedule_module(fused, target, skip_scheduled=True)
     scheduled = relax.transform.SplitLayoutRewritePreproc()(scheduled)
-    scheduled = relax.transform.FoldConstant()(scheduled)
-    return tvm.compile(scheduled, target=tgt)
+    return relax.transform.FoldConstant()(scheduled)
 
 
 def _fuse(mod: Any) -> Any:
@@ -336,15 +347,24 @@ def _fuse(mod: Any) -> Any:
 
 @dataclass
 class TuneReport:
+    """What :func:`tune` did. ``tasks``: conv/matmul/dense tasks of the model;
+    ``reused_tasks``: decided by an earlier tuning in the database; ``tuned_tasks``: given
+    trials now (the largest by latency share); ``kept_tuned``: of those, how many records
+    beat the library and are compiled in; ``decisions``: per tuned task, both times."""
+
     tasks: int = 0
     tuned_tasks: int = 0
     reused_tasks: int = 0
+    kept_tuned: int = 0
     max_trials: int = 0
+    trials_per_task: int = 0
     seconds: float = 0.0
     database_dir: str = ""
+    decisions: list[dict[str, Any]] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
-        return dict(self.__dict__)
+        return json.loads(json.dumps(self.__dict__))
 
 
 def _db_paths(database_dir: str | os.PathLike) -> tuple[Path, Path]:
@@ -357,27 +377,45 @@ def _has_records(database_dir: str | os.PathLike) -> bool:
     return rec.is_file() and rec.stat().st_size > 0
 
 
-def _open_database(database_dir: str | os.PathLike) -> Any:
+def _open_database(database_dir: str | os.PathLike, target: dict[str, Any] | None = None) -> Any:
+    """The JSON database in ``database_dir`` (created when missing); with ``target``, a
+    database tuned for another target or a corrupt file is refused first (one line)."""
     from tvm.s_tir import meta_schedule as ms  # noqa: PLC0415
+
+    from hwprune.runtimes.tvm._tuning import check_database  # noqa: PLC0415
+    if target is not None:
+        check_database(database_dir, target)
     wl, rec = _db_paths(database_dir)
     Path(database_dir).mkdir(parents=True, exist_ok=True)
-    return ms.database.JSONDatabase(path_workload=str(wl), path_tuning_record=str(rec),
-                                    allow_missing=True, module_equality="structural")
+    try:
+        return ms.database.JSONDatabase(path_workload=str(wl), path_tuning_record=str(rec),
+                                        allow_missing=True, module_equality="structural")
+    except Exception as exc:  # TVM's parser: bad base64, unknown instruction, ...
+        raise CompileError(f"tuning database {database_dir} cannot be read: {_first_line(exc)}",
+                           "delete the folder to tune afresh") from None
 
 
 def tune(mod: Any, target: dict[str, Any], database_dir: str | os.PathLike, max_trials: int, *,
          builder_timeout_s: float = 600.0, runner_timeout_s: float = 60.0,
          num_threads: int = 1, seed: int = 0, log_dir: str | os.PathLike | None = None) -> TuneReport:
-    """MetaSchedule-tune ``mod`` with at most ``max_trials`` measured candidates in total.
+    """MetaSchedule-tune the largest tasks of ``mod`` with at most ``max_trials`` measured
+    candidates in total, on top of the schedule library (see :mod:`._tuning`).
 
-    Records go to the JSON database in ``database_dir``; tasks that already have a record
-    there (same layer shapes, e.g. from another pruned variant) are skipped, so a shared
-    database makes later exports cheaper. ``target`` must be a resolved CPU target with
-    ``num-cores``. The default builder timeout (30 s) is far too short on a busy
-    machine: every candidate timed out, hence ``builder_timeout_s``.
+    Tasks are ranked by their share of the latency (library schedule timed once); only the
+    largest get trials (at least 16 each). Per tuned task the best record and the library
+    schedule are timed with the same runner and the faster is kept (``decisions.json``
+    beside the JSON database): :func:`build` applies a record only where it won, so
+    tuning never makes a function slower. Tasks decided earlier (same layer shapes, e.g.
+    another pruned variant) are reused. ``target`` must be a resolved host CPU target
+    with ``num-cores``; a database tuned for another target is refused.
+
+    >>> tune(import_onnx("model.onnx"), resolve_target(HOST_TARGET, num_cores=1), "db", 64)  # doctest: +SKIP
+    TuneReport(tasks=12, tuned_tasks=4, reused_tasks=0, kept_tuned=1, ...)
     """
     import_tvm()
     from tvm.s_tir import meta_schedule as ms  # noqa: PLC0415
+
+    from hwprune.runtimes.tvm import _tuning  # noqa: PLC0415
     if max_trials <= 0:
         raise CompileError(f"max_trials must be positive, got {max_trials}")
     if target_kind(target) == "llvm" and "num-cores" not in target:
@@ -388,54 +426,29 @@ def tune(mod: Any, target: dict[str, Any], database_dir: str | os.PathLike, max_
                            "this build tunes for the host only", "export without --tune-trials, or tune on the device")
     t0 = time.perf_counter()
     tgt = _target(target)
-    db = _open_database(database_dir)
-    # Only compute-heavy tasks are worth trials; reshape/pool/mean keep default schedules.
+    db = _open_database(database_dir, target)
     tasks = [t for t in ms.relax_integration.extract_tasks(_fuse(mod), tgt)
              if any(op in t.task_name for op in _TUNED_OPS)]
-    todo = [t for t in tasks if not _task_in_db(db, t, tgt)]
-    report = TuneReport(tasks=len(tasks), tuned_tasks=len(todo), reused_tasks=len(tasks) - len(todo),
-                        max_trials=max_trials, database_dir=str(database_dir))
+    decided = _tuning.load_decisions(database_dir)["tasks"]
+    todo = [t for t in tasks if _tuning.task_key(t.dispatched[0]) not in decided]
+    report = TuneReport(tasks=len(tasks), reused_tasks=len(tasks) - len(todo), max_trials=max_trials,
+                        database_dir=str(database_dir))
     if todo:
         work_dir = Path(log_dir) if log_dir else Path(database_dir) / "logs"
         work_dir.mkdir(parents=True, exist_ok=True)
-        # Small populations: the default (512) costs minutes of search per task on 2 cores
-        # for a budget of a few trials per task.
-        per_iter = max(1, min(16, max_trials // len(todo)))
-        strategy = ms.search_strategy.EvolutionarySearch(
-            population_size=max(32, 4 * per_iter), init_min_unmeasured=max(8, per_iter),
-            genetic_num_iters=2)
-        contexts, weights = ms.relax_integration.extracted_tasks_to_tune_contexts(
-            extracted_tasks=todo, work_dir=str(work_dir), space="post-order-apply",
-            strategy=strategy, seed=seed)
-        with _env(TVM_NUM_THREADS=str(num_threads)):  # the runner's worker processes read it
-            ms.tune.tune_tasks(
-                tasks=contexts, task_weights=weights, work_dir=str(work_dir),
-                max_trials_global=max_trials, max_trials_per_task=max(per_iter, max_trials // len(todo)),
-                num_trials_per_iter=per_iter,
-                builder=ms.builder.LocalBuilder(max_workers=1, timeout_sec=builder_timeout_s),
-                runner=ms.runner.LocalRunner(timeout_sec=runner_timeout_s,
-                                             evaluator_config=ms.runner.EvaluatorConfig(
-                                                 number=3, repeat=1, min_repeat_ms=20)),
-                database=db, cost_model="xgb" if _has_xgboost() else "random",
-                measure_callbacks="default", task_scheduler="gradient", module_equality="structural")
+        with _env(TVM_NUM_THREADS=str(num_threads)):  # the runner's worker process reads it
+            builder = ms.builder.LocalBuilder(max_workers=1, timeout_sec=builder_timeout_s,
+                                              f_build=_tuning.build_candidate)
+            runner = ms.runner.LocalRunner(timeout_sec=runner_timeout_s, evaluator_config=ms.runner.EvaluatorConfig(
+                number=3, repeat=1, min_repeat_ms=20))
+            done = _tuning.tune_tasks(todo, target, tgt, db, database_dir, max_trials, builder=builder,
+                                      runner=runner, work_dir=work_dir, seed=seed)
+        report.decisions, report.skipped = done["tuned"], done["skipped"]
+        report.tuned_tasks = len(report.decisions)
+        report.kept_tuned = sum(d["decision"] == "tuned" for d in report.decisions)
+        report.trials_per_task = max((d["trials"] for d in report.decisions), default=0)
     report.seconds = time.perf_counter() - t0
     return report
-
-
-def _task_in_db(db: Any, task: Any, tgt: Any) -> bool:
-    mod = task.dispatched[0]
-    try:
-        return db.has_workload(mod) and len(db.get_top_k(db.commit_workload(mod), 1)) > 0
-    except Exception:  # a corrupt record just means: tune again
-        return False
-
-
-def _has_xgboost() -> bool:
-    try:
-        import xgboost  # noqa: F401,PLC0415
-        return True
-    except ImportError:
-        return False
 
 
 @contextlib.contextmanager

@@ -2,7 +2,7 @@
 
 For the demo CNN (dense), ResNet-18 at 224 (dense and a 50% uniform pruning plan) and
 MobileNetV2 at 224 (dense and a 50% uniform plan) this exports ONNX, compiles it with
-:func:`hwprune.runtimes.tvm.schedule.compile_fast` (no tuning) and times it against
+:func:`hwprune.runtimes.tvm.build` (no tuning) and times it against
 onnxruntime, both on one thread (onnxruntime: intra_op_num_threads=1, ORT_ENABLE_ALL).
 The demo is also compiled with TVM's default pipeline (no schedules) for reference; the
 others would take minutes per run unscheduled.
@@ -105,9 +105,9 @@ def main() -> int:
         ref = sess.run(None, {iname: x})[0]
 
         t0 = time.perf_counter()
-        exe = tvm_schedule.compile_fast(onnx_bytes, target)
+        exe = tvmc.build(tvmc.import_onnx(onnx_bytes), tvmc.resolve_target(target))
         compile_s = time.perf_counter() - t0
-        report = tvm_schedule.compile_fast.last_report
+        report = tvmc.last_schedule_report()
         vm, dev = tvmc.load_vm(exe)
         args_t = [tvm.runtime.tensor(x, dev)]
         out = tvmc.run_vm(vm, dev, [x])[0]
@@ -163,7 +163,7 @@ def _write(rows: list[dict]) -> None:
             f"Machine: {platform.machine()} {platform.processor() or ''}, {os.cpu_count()} CPUs "
             f"**shared with other jobs** (noisy: compare ratios). TVM {tvm.__version__}, "
             f"onnxruntime {onnxruntime.__version__}. compile_s = ONNX import + zero pipeline + "
-            "schedule + tvm.compile (`compile_fast`), no tuning. tvm_default = `tvm.compile` "
+            "schedule + tvm.compile (`hwprune.runtimes.tvm.build`), no tuning. tvm_default = `tvm.compile` "
             "without schedules (demo only). Timed interleaved in rounds, median of each round, "
             "median over rounds. fallback = fused functions no rule matched.\n")
     (RESULTS / "tvm_schedule_check.md").write_text(text)

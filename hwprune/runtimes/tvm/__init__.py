@@ -43,7 +43,7 @@ from hwprune.runtimes import Runtime, RuntimeSpec, Session
 
 __all__ = [
     "import_tvm", "tvm_version", "seconds_to_ms", "resolve_target", "target_kind",
-    "OnnxInput", "onnx_inputs", "import_onnx", "build", "schedule_for_build", "tune", "TuneReport",
+    "OnnxInput", "onnx_inputs", "import_onnx", "build", "schedule_for_build", "last_schedule_report", "tune", "TuneReport",
     "LinkInfo", "export_library", "load_vm", "run_vm", "time_vm", "random_inputs",
     "time_onnx_local", "time_onnx_rpc", "connect_rpc", "parse_tracker", "host_triple",
     "is_cross", "set_num_threads", "nvcc_path", "TvmRuntime", "build_cuda_library", "vm_session", "HOST_TARGET",
@@ -333,9 +333,20 @@ def schedule_for_build(mod: Any, target: dict[str, Any], database_dir: str | os.
     if database_dir is not None and Path(database_dir).is_dir():
         check_database(database_dir, target)
         fused = apply_decisions(fused, tgt, database_dir, _open_database)  # checked just above
-    scheduled, _ = schedule_module(fused, target, skip_scheduled=True)
+    scheduled, report = schedule_module(fused, target, skip_scheduled=True)
+    _last_schedule_report.clear()
+    _last_schedule_report.update(report)
     scheduled = relax.transform.SplitLayoutRewritePreproc()(scheduled)
     return relax.transform.FoldConstant()(scheduled)
+
+
+_last_schedule_report: dict[str, Any] = {}
+
+
+def last_schedule_report() -> dict[str, Any]:
+    """Which rule scheduled each function in the last CPU build (``"fallback"``: none
+    matched, TVM's default lowering; ``"tuned"``: a tuning record won)."""
+    return dict(_last_schedule_report)
 
 
 def _fuse(mod: Any) -> Any:

@@ -10,7 +10,7 @@ Public API:
 
 * :func:`vector_lanes` -- fp32 lanes of one SIMD register for a target dict.
 * :func:`schedule_module` -- schedule every PrimFunc of a fused relax module.
-* :func:`compile_fast` -- ONNX bytes (or a relax module) -> executable, in seconds.
+* :func:`hwprune.runtimes.tvm.build` compiles a whole model through it (ONNX -> executable, in seconds).
 
 Rules (report names):
 
@@ -35,7 +35,7 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["vector_lanes", "schedule_module", "compile_fast"]
+__all__ = ["vector_lanes", "schedule_module"]
 
 _AVX512_CPUS = ("skylake-avx512", "cascadelake", "cooperlake", "icelake", "icelake-client",
                 "icelake-server", "tigerlake", "sapphirerapids", "emeraldrapids", "graniterapids",
@@ -528,25 +528,3 @@ def schedule_module(mod: Any, target: dict[str, Any], *, skip_scheduled: bool = 
             out[gv] = new
         report[name] = rule
     return out, report
-
-
-def compile_fast(model: Any, target: dict[str, Any]) -> Any:
-    """ONNX bytes (or a relax module) -> the executable ``tvm.compile`` returns.
-
-    ONNX is imported with weights as constants, run through ``relax.get_pipeline("zero")``,
-    scheduled by :func:`schedule_module`, then weight re-layouts are split out and folded
-    at compile time (``SplitLayoutRewritePreproc`` + ``FoldConstant``). ``target`` is a
-    TVM target dict (``"mcpu": "native"`` is resolved to this machine's CPU).
-    """
-    tvm = _tvm()
-    from tvm import relax  # noqa: PLC0415
-    from hwprune.runtimes import tvm as tvmc  # noqa: PLC0415
-    target = tvmc.resolve_target(target)
-    mod = tvmc.import_onnx(model) if isinstance(model, (bytes, bytearray)) else model
-    mod = relax.get_pipeline("zero")(mod)
-    mod, report = schedule_module(mod, target)
-    mod = relax.transform.SplitLayoutRewritePreproc()(mod)
-    mod = relax.transform.FoldConstant()(mod)
-    exe = tvm.compile(mod, target=tvm.target.Target(target))
-    compile_fast.last_report = report  # type: ignore[attr-defined]
-    return exe

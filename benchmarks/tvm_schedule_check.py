@@ -36,7 +36,6 @@ from hwprune.runtimes import tvm as tvmc  # noqa: E402
 from hwprune.models import load_model  # noqa: E402
 from hwprune.onnx_export import to_onnx_bytes  # noqa: E402
 from hwprune.pruning import PruningSpace  # noqa: E402
-from hwprune.runtimes.tvm import schedule as tvm_schedule  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results"
 MODELS = {  # label: (zoo name, uniform pruning ratio or None)

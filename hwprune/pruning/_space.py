@@ -28,7 +28,7 @@ from hwprune.errors import ConfigError, PlanError
 from hwprune.models import LoadedModel
 from hwprune.pruning._plan import PruningPlan
 
-__all__ = ["Group", "PruningSpace", "UnsafePruning", "NeedsPins"]
+__all__ = ["Group", "PruningSpace", "UnsafePruning", "NeedsPins", "rebuild_pruned"]
 
 _ROOT_TYPES = (nn.Conv2d, nn.Conv1d, nn.Linear, nn.ConvTranspose2d)
 
@@ -235,6 +235,8 @@ class PruningSpace:
     def _plan(self, keep: dict[str, int], **meta: object) -> PruningPlan:
         if self.keep_layers:
             meta = {**meta, "keep_layers": list(self.keep_layers)}
+        if self.auto_pinned:
+            meta = {**meta, "kept_whole": sorted(self.auto_pinned)}
         return PruningPlan(self.model_id, tuple(self.lm.input_shape), keep,
                            {g.name: g.size for g in self.groups}, meta=dict(meta))
 
@@ -296,11 +298,6 @@ class PruningSpace:
 
     def validate(self, plan: PruningPlan) -> None:
         """Raise PlanError unless ``plan`` was made for this model and fits its groups."""
-        pinned = tuple(plan.meta.get("keep_layers", ()))
-        if pinned != self.keep_layers:
-            raise PlanError(f"plan was made with pinned layers {','.join(pinned) or '(none)'}, this space pins "
-                            f"{','.join(self.keep_layers) or '(none)'}",
-                            f"pass --keep-layers {','.join(pinned)}" if pinned else "drop --keep-layers")
         if plan.model_id != self.model_id:
             raise PlanError(f"plan is for model '{plan.model_id}', not '{self.model_id}'",
                             "make a plan for this model with hwprune prune or hwprune search")
@@ -310,8 +307,12 @@ class PruningSpace:
                             "pass the matching --input-shape")
         unknown = sorted(set(plan.keep) - set(self.by_name))
         if unknown:
+            pinned = plan.meta.get("keep_layers") or []
             raise PlanError(f"plan names unknown groups: {', '.join(unknown[:5])}"
                             f"{' ...' if len(unknown) > 5 else ''}",
+                            f"the plan pins --keep-layers {','.join(pinned)}; this model pins "
+                            f"{','.join(self.keep_layers) or 'none'}"
+                            if list(pinned) != list(self.keep_layers) else
                             f"known groups: {', '.join(g.name for g in self.groups[:6])} ...")
         for name, k in plan.keep.items():
             g = self.by_name[name]
@@ -415,3 +416,29 @@ def _pinned(model: nn.Module, keep_layers: Sequence[str]) -> list[nn.Module]:
 def _width(model: nn.Module, name: str) -> int | None:
     m = dict(model.named_modules()).get(name)
     return getattr(m, "out_channels", getattr(m, "out_features", None))
+
+
+def rebuild_pruned(model: str, plan: "str | PruningPlan", state_dict: str | None = None,
+                   weights: str | None = None) -> nn.Module:
+    """The pruned model of ``plan``, rebuilt from the model spec (nothing is unpickled).
+
+    The plan fixes every tensor shape; ``state_dict`` (a pruned model's
+    ``model_state_dict.pt``) gives the weights. Without it, the pruned model keeps the
+    channels ``weights`` (the dense state_dict) ranks highest.
+
+    >>> m = rebuild_pruned("my_net.py:build", "pruned/plan.json", "pruned/model_state_dict.pt")  # doctest: +SKIP
+    """
+    from hwprune.models import load_model
+
+    plan = plan if isinstance(plan, PruningPlan) else PruningPlan.load(plan)
+    lm = load_model(model, weights, tuple(plan.input_shape), pretrained=weights is None)
+    space = PruningSpace(lm, keep_layers=plan.meta.get("keep_layers") or (),
+                         auto_pinned={n: "kept whole in the plan" for n in plan.meta.get("kept_whole") or ()})
+    pruned = space.apply(plan)
+    if state_dict is not None:
+        try:
+            pruned.load_state_dict(torch.load(state_dict, map_location="cpu", weights_only=True))
+        except (RuntimeError, OSError) as exc:
+            raise PlanError(f"state_dict '{state_dict}' does not fit the plan's model: "
+                            f"{str(exc).strip().splitlines()[0]}") from exc
+    return pruned.eval()

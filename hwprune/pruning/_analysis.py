@@ -42,14 +42,19 @@ def analyze(lm: LoadedModel, multiple: int = 8, min_keep: float = 0.1, runtime: 
 
     ``keep_layers`` (default: ``lm.keep_layers``) are pinned: not pruned. Layers whose
     channels Torch-Pruning cannot follow (a channel shuffle permutes them) are pinned too,
-    and listed in ``analysis.space.auto_pinned`` with the reason.
+    and listed in ``analysis.space.auto_pinned`` with the reason; groups whose channels
+    reach a layer twice (GhostNet: a residual add over ``cat([y, cheap(y)])``) are pruned
+    in tied sets (``analysis.space.ties``).
     """
     auto: dict[str, str] = {}
+    tied: list[str] = []
     while True:
-        space = PruningSpace(lm, multiple=multiple, min_keep=min_keep, keep_layers=keep_layers, auto_pinned=auto)
+        space = PruningSpace(lm, multiple=multiple, min_keep=min_keep, keep_layers=keep_layers, auto_pinned=auto,
+                             tied=tied)
         try:
             return Analysis(lm, space, CostModel(space), runtime)
         except NeedsPins as exc:
-            if set(exc.pins) <= set(auto):  # pragma: no cover - pinning must make progress
+            if set(exc.pins) <= set(auto) and set(exc.ties) <= set(tied):  # pragma: no cover
                 raise
             auto.update(exc.pins)
+            tied += [t for t in exc.ties if t not in tied]

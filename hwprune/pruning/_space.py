@@ -39,11 +39,13 @@ class UnsafePruning(ConfigError):
 
 class NeedsPins(Exception):
     """Torch-Pruning cannot follow these groups' channels (e.g. through a channel shuffle):
-    ``pins`` maps each group's root layer to the reason; they are kept whole."""
+    ``pins`` maps each group's root layer to the reason; they are kept whole. ``ties``:
+    groups whose channels reach a layer twice, to be pruned in tied sets."""
 
-    def __init__(self, pins: dict[str, str]) -> None:
-        super().__init__(", ".join(pins))
+    def __init__(self, pins: dict[str, str], ties: Sequence[str] = ()) -> None:
+        super().__init__(", ".join([*pins, *ties]))
         self.pins = pins
+        self.ties = list(ties)
 
 
 class _MappingFailure(Exception):
@@ -178,12 +180,14 @@ class PruningSpace:
 
     def __init__(self, lm: LoadedModel, multiple: int = 8, min_keep: float = 0.1,
                  ratio_step: float = 0.05, keep_layers: Sequence[str] | None = None,
-                 auto_pinned: dict[str, str] | None = None) -> None:
+                 auto_pinned: dict[str, str] | None = None, tied: Sequence[str] = ()) -> None:
         self.lm = lm
         self.multiple, self.min_keep, self.ratio_step = multiple, min_keep, ratio_step
         self.keep_layers = tuple(keep_layers if keep_layers is not None else getattr(lm, "keep_layers", ()) or ())
         #: layers kept whole because Torch-Pruning cannot follow their channels, with why
         self.auto_pinned = dict(auto_pinned or {})
+        #: groups whose channels reach a layer twice: root channels pruned together, in sets
+        self.ties: dict[str, list[list[int]]] = {}
         self.tag_collisions = False
         model = lm.model.eval()
         x = torch.zeros(*lm.input_shape)
@@ -193,6 +197,9 @@ class PruningSpace:
         names = {m: n for n, m in model.named_modules()}
         with _dependency_graph(model, x) as dg:
             all_groups = list(dg.get_all_groups(ignored_layers=self._ignored, root_module_types=_ROOT_TYPES))
+            for g in all_groups:
+                if names[g[0].dep.target.module] in tied:
+                    self.ties[names[g[0].dep.target.module]] = _tie_classes(dg, g)
         groups: list[Group] = []
         for g in all_groups:
             root = g[0].dep.target.module
@@ -206,6 +213,12 @@ class PruningSpace:
                     members.append(f"{names[mod]}:{kind}")
                     if _is_grouped(mod) or isinstance(mod, _GroupedConv2d):
                         unit = math.lcm(unit, mod.out_channels // mod.groups)
+            classes = self.ties.get(names[root])
+            if classes is not None:
+                if unit > 1 or len({len(c) for c in classes}) != 1:
+                    raise UnsafePruning(f"cannot prune layer '{names[root]}' safely: its channels reach a layer "
+                                        f"several times, unevenly", f"pin it: --keep-layers {names[root]}")
+                unit = len(classes[0])
             if size % unit:
                 raise UnsafePruning(f"cannot prune layer '{names[root]}' safely: its {size} channels are not "
                                     f"whole groups of {unit} of the grouped convolutions they feed",
@@ -237,6 +250,8 @@ class PruningSpace:
             meta = {**meta, "keep_layers": list(self.keep_layers)}
         if self.auto_pinned:
             meta = {**meta, "kept_whole": sorted(self.auto_pinned)}
+        if self.ties:
+            meta = {**meta, "tied": sorted(self.ties)}
         return PruningPlan(self.model_id, tuple(self.lm.input_shape), keep,
                            {g.name: g.size for g in self.groups}, meta=dict(meta))
 
@@ -257,12 +272,16 @@ class PruningSpace:
         with torch.no_grad():
             ref = self.lm.model(x).shape
         pins: dict[str, str] = {}
+        ties: list[str] = []
         for g in self.groups:
             keep = {g.name: g.choices[-2] if len(g.choices) > 1 else max(1, g.size - g.step)}
             try:
                 pruned = self.apply(self._plan(keep))
             except _MappingFailure as exc:
-                pins[g.name] = f"Torch-Pruning cannot follow its channels ({exc})"
+                if exc.args[0].startswith("pruning to") and g.name not in self.ties:
+                    ties.append(g.name)  # its channels reach a layer twice: prune them in tied sets
+                else:
+                    pins[g.name] = f"Torch-Pruning cannot follow its channels ({exc})"
                 continue
             try:
                 with torch.no_grad():
@@ -274,8 +293,8 @@ class PruningSpace:
                 raise UnsafePruning(f"cannot prune layer '{g.name}' of model '{self.model_id}' safely: "
                                     f"pruning its group breaks the model ({bad})",
                                     f"pin it: --keep-layers {g.name}")
-        if pins:
-            raise NeedsPins(pins)
+        if pins or ties:
+            raise NeedsPins(pins, ties)
 
     def uniform_plan(self, ratio: float) -> PruningPlan:
         """Every group keeps ``(1 - ratio)`` of its channels, snapped to its choices."""
@@ -362,7 +381,12 @@ class PruningSpace:
                 if scores is None:
                     scores = torch.zeros(size)
                 unit = self.by_name[name].step if name in self.by_name else 1
-                if unit > 1:  # whole groups of a grouped conv: rank groups by their mean score
+                if name in self.ties:  # tied sets of root channels: rank sets by their mean score
+                    classes = self.ties[name]
+                    means = torch.stack([scores.float()[c].mean() for c in classes])
+                    order_c = torch.argsort(-means, stable=True)
+                    drop = sorted(i for k in order_c[target // unit:] for i in classes[int(k)])
+                elif unit > 1:  # whole groups of a grouped conv: rank groups by their mean score
                     blocks = scores.float().reshape(-1, unit).mean(1)
                     order_b = torch.argsort(-blocks, stable=True)
                     drop = sorted(int(b) * unit + j for b in order_b[target // unit:] for j in range(unit))
@@ -433,7 +457,8 @@ def rebuild_pruned(model: str, plan: "str | PruningPlan", state_dict: str | None
     plan = plan if isinstance(plan, PruningPlan) else PruningPlan.load(plan)
     lm = load_model(model, weights, tuple(plan.input_shape), pretrained=weights is None)
     space = PruningSpace(lm, keep_layers=plan.meta.get("keep_layers") or (),
-                         auto_pinned={n: "kept whole in the plan" for n in plan.meta.get("kept_whole") or ()})
+                         auto_pinned={n: "kept whole in the plan" for n in plan.meta.get("kept_whole") or ()},
+                         tied=plan.meta.get("tied") or ())
     pruned = space.apply(plan)
     if state_dict is not None:
         try:
@@ -442,3 +467,32 @@ def rebuild_pruned(model: str, plan: "str | PruningPlan", state_dict: str | None
             raise PlanError(f"state_dict '{state_dict}' does not fit the plan's model: "
                             f"{str(exc).strip().splitlines()[0]}") from exc
     return pruned.eval()
+
+
+def _tie_classes(dg: tp.DependencyGraph, g) -> list[list[int]]:
+    """Sets of the group's root channels that reach some layer as the same channel (a
+    residual add over ``cat([y, depthwise(y)])``): pruning one prunes the others."""
+    root, handler = g[0].dep.target.module, g[0].dep.handler
+    size = len(g[0].idxs)
+    parent = list(range(size))
+
+    def find(a: int) -> int:
+        while parent[a] != a:
+            parent[a] = parent[parent[a]]
+            a = parent[a]
+        return a
+
+    first: dict[tuple, int] = {}
+    for r in range(size):
+        for item in dg.get_pruning_group(root, handler, idxs=[r]):
+            kind = "out" if "out" in item.dep.handler.__name__ else "in"
+            for i in item.idxs:
+                key = (id(item.dep.target.module), kind, int(i))
+                if key in first:
+                    parent[find(r)] = find(first[key])
+                else:
+                    first[key] = r
+    classes: dict[int, list[int]] = {}
+    for r in range(size):
+        classes.setdefault(find(r), []).append(r)
+    return sorted(classes.values())

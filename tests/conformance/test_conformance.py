@@ -103,6 +103,17 @@ def test_shuffle_keeps_shuffled_channels_whole():
     assert any(g.name.endswith("branch2.3") for g in a.space.groups)
 
 
+def test_ghost_residual_channels_prune_in_tied_pairs():
+    a = analyze(_load("ghostnet"))
+    assert not a.space.auto_pinned
+    # the stem's 16 channels meet ghost2's cat([primary, depthwise(primary)]) in a residual
+    # add: channel i and i + 8 are the same primary channel and go together
+    assert a.space.ties["blocks.1.shortcut.0"] == [[i, i + 8] for i in range(8)]
+    assert a.space.by_name["blocks.1.shortcut.0"].step == 2
+    pruned = a.space.apply(a.space.uniform_plan(0.5))
+    assert pruned.stem[0].out_channels == 8 and pruned.blocks[0].ghost2.primary[0].out_channels == 4
+
+
 def test_pinned_layers_are_not_pruned():
     lm = _load("vgg_mlp")
     a = analyze(lm, keep_layers=["features.3", "classifier.1"])

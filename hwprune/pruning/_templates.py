@@ -24,7 +24,9 @@ class KernelTemplate:
 
     def runtime_names(self) -> tuple[str, ...]:
         """Names a runtime's profiler may give this kernel's node (onnxruntime's NCHWc names too)."""
-        return tuple(f"{o}_nchwc" for o in self.outputs) + self.outputs + (self.name,)
+        # a batch norm on an NCHWc tensor runs as a 1x1 depthwise conv named "<output>_bn_nchwc"
+        return (tuple(f"{o}_nchwc" for o in self.outputs) + tuple(f"{o}_bn_nchwc" for o in self.outputs)
+                + self.outputs + (self.name,))
 
     def sig(self, keep: Sequence[int]) -> KernelSig:
         vals = {f: d.value(keep) for f, d in zip(_INT_FIELDS, self.dims)}

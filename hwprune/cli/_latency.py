@@ -5,7 +5,7 @@ import argparse
 import sys
 
 from hwprune.cli._fmt import emit_json, fmt_ms, table
-from hwprune.cli._options import add_device, add_format, add_model, add_rescale, add_timing, drift_note, load_model
+from hwprune.cli._options import add_device, add_format, add_keep_layers, add_model, add_rescale, add_timing, drift_note, load_model
 from hwprune.errors import ConfigError
 
 HELP = "predict (and measure) a model's latency on a device"
@@ -21,6 +21,7 @@ def add_parser(sub) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter)
     add_device(s)
     add_model(s)
+    add_keep_layers(s)
     s.add_argument("--plan", help="a plan.json; default: the dense model")
     s.add_argument("--measure", action="store_true", help="also measure end to end (this machine only)")
     add_timing(s, "model (--measure)", warmup=10, repeats=100, min_time=1.0)

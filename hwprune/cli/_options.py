@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-__all__ = ["Parser", "add_format", "add_model", "add_device", "add_work_dir", "add_timing", "load_model",
+__all__ = ["Parser", "add_format", "add_model", "add_keep_layers", "keep_layers", "add_device", "add_work_dir", "add_timing", "load_model",
            "timing_protocol"]
 
 
@@ -29,6 +29,18 @@ def add_model(p: argparse.ArgumentParser, required: bool = True, default: str | 
                         "package.module:factory" + (f" (default: {default})" if default else ""))
     g.add_argument("--weights", help="a state_dict saved with torch.save(model.state_dict(), PATH)")
     g.add_argument("--input-shape", help="NxCxHxW, e.g. 1x3x224x224 (zoo models know theirs)")
+
+
+def add_keep_layers(p: argparse.ArgumentParser) -> None:
+    """``--keep-layers NAME,...``: layers that are not pruned (the pruning space, its plans,
+    costs and kernels all follow). :func:`load_model` puts them on the loaded model."""
+    p.add_argument("--keep-layers", metavar="NAME,...", default="",
+                   help="layers (module paths, as in model.named_modules(); a block pins every "
+                        "layer in it) whose channels are never pruned; the layers producing the output are always kept")
+
+
+def keep_layers(args: argparse.Namespace) -> tuple[str, ...]:
+    return tuple(n.strip() for n in (getattr(args, "keep_layers", "") or "").split(",") if n.strip())
 
 
 def add_work_dir(p: argparse.ArgumentParser) -> None:
@@ -84,7 +96,9 @@ def timing_protocol(args: argparse.Namespace, timeout_s: float = 60.0):
 def load_model(args: argparse.Namespace):
     from hwprune.models import load_model as _load
 
-    return _load(args.model, args.weights, args.input_shape)
+    lm = _load(args.model, args.weights, args.input_shape)
+    lm.keep_layers = keep_layers(args)
+    return lm
 
 
 def int_at_least(low: int):

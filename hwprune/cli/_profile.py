@@ -5,7 +5,7 @@ import argparse
 import sys
 
 from hwprune.cli._fmt import emit_json
-from hwprune.cli._options import (add_device, add_format, add_model, add_timing, check_output_dir, float_in,
+from hwprune.cli._options import (add_device, add_format, add_keep_layers, add_model, add_timing, check_output_dir, float_in,
                                   int_at_least, load_model, timing_protocol)
 
 HELP = "build or extend a device's latency table for a model"
@@ -29,6 +29,7 @@ def add_parser(sub) -> None:
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     add_device(s)
     add_model(s)
+    add_keep_layers(s)
     g = s.add_argument_group("where the device is")
     g.add_argument("--runner", metavar="CMD", help="command that runs 'hwprune worker' on the device")
     g.add_argument("--rpc", metavar="HOST:PORT", help="TVM RPC tracker address")

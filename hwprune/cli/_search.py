@@ -6,7 +6,7 @@ import sys
 from pathlib import Path
 
 from hwprune.cli._fmt import emit_json
-from hwprune.cli._options import add_device, add_format, add_model, add_rescale, check_output_dir, float_in, int_at_least
+from hwprune.cli._options import add_device, add_format, add_keep_layers, add_model, keep_layers, add_rescale, check_output_dir, float_in, int_at_least
 from hwprune.errors import ConfigError
 
 HELP = "find per-group pruning ratios under a latency/memory budget"
@@ -27,6 +27,7 @@ def add_parser(sub) -> None:
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     add_device(s)
     add_model(s, default="demo")
+    add_keep_layers(s)
     g = s.add_argument_group("budget")
     g.add_argument("--latency", help="20ms, 0.02s or 50%% (of the dense model's predicted latency)")
     g.add_argument("--memory", help="weights + peak activations: 4MB, 512KB or 50%%")
@@ -97,6 +98,7 @@ def run(args: argparse.Namespace) -> int:
         finalists=args.finalists, candidate_finetune_steps=args.candidate_finetune_steps, lr=args.lr,
         data_dir=args.data, task=args.task, tables=tables, calibration_images=args.calibration_images,
         val_images=args.val_images, measure=not args.no_measure, rescale=not args.no_rescale,
+        keep_layers=keep_layers(args),
         progress=not args.no_progress and sys.stderr.isatty())
     for w in result.get("warnings", []):
         print(f"hwprune: warning: {w}", file=sys.stderr)

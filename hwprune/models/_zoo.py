@@ -53,6 +53,8 @@ class LoadedModel:
     weights: str | None = None
     spec: str = ""
     meta: dict = field(default_factory=dict)
+    #: layers (module paths) the user pins: never pruned (``--keep-layers``)
+    keep_layers: tuple[str, ...] = ()
 
     def example_input(self, seed: int = 0) -> torch.Tensor:
         g = torch.Generator().manual_seed(seed)

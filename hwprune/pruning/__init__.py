@@ -4,6 +4,6 @@ from __future__ import annotations
 
 from hwprune.pruning._analysis import Analysis, analyze
 from hwprune.pruning._plan import PruningPlan
-from hwprune.pruning._space import Group, PruningSpace
+from hwprune.pruning._space import Group, PruningSpace, UnsafePruning, rebuild_pruned
 
-__all__ = ["Analysis", "analyze", "Group", "PruningPlan", "PruningSpace"]
+__all__ = ["Analysis", "analyze", "Group", "PruningPlan", "PruningSpace", "UnsafePruning", "rebuild_pruned"]

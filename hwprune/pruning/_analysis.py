@@ -3,11 +3,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import Any
+from typing import Any, Sequence
 
 from hwprune.models import LoadedModel
 from hwprune.pruning._cost import CostModel
-from hwprune.pruning._space import PruningSpace
+from hwprune.pruning._space import NeedsPins, PruningSpace
 
 __all__ = ["Analysis", "analyze"]
 
@@ -36,6 +36,25 @@ class Analysis:
         return f"{self.lm.model_id}@{'x'.join(map(str, self.lm.input_shape))}"
 
 
-def analyze(lm: LoadedModel, multiple: int = 8, min_keep: float = 0.1, runtime: Any = None) -> Analysis:
-    space = PruningSpace(lm, multiple=multiple, min_keep=min_keep)
-    return Analysis(lm, space, CostModel(space), runtime)
+def analyze(lm: LoadedModel, multiple: int = 8, min_keep: float = 0.1, runtime: Any = None,
+            keep_layers: Sequence[str] | None = None) -> Analysis:
+    """The pruning space, cost model and (lazily) kernel templates of ``lm``.
+
+    ``keep_layers`` (default: ``lm.keep_layers``) are pinned: not pruned. Layers whose
+    channels Torch-Pruning cannot follow (a channel shuffle permutes them) are pinned too,
+    and listed in ``analysis.space.auto_pinned`` with the reason; groups whose channels
+    reach a layer twice (GhostNet: a residual add over ``cat([y, cheap(y)])``) are pruned
+    in tied sets (``analysis.space.ties``).
+    """
+    auto: dict[str, str] = {}
+    tied: list[str] = []
+    while True:
+        space = PruningSpace(lm, multiple=multiple, min_keep=min_keep, keep_layers=keep_layers, auto_pinned=auto,
+                             tied=tied)
+        try:
+            return Analysis(lm, space, CostModel(space), runtime)
+        except NeedsPins as exc:
+            if set(exc.pins) <= set(auto) and set(exc.ties) <= set(tied):  # pragma: no cover
+                raise
+            auto.update(exc.pins)
+            tied += [t for t in exc.ties if t not in tied]

@@ -10,13 +10,13 @@ from dataclasses import asdict, dataclass
 from typing import Sequence
 
 import onnx
-from onnx import shape_inference
 
 from hwprune.errors import ConfigError
 from hwprune.onnx_export import to_onnx_bytes
 from hwprune.pruning._plan import PruningPlan
 from hwprune.pruning._space import PruningSpace
-from hwprune.pruning._symbolic import Dim, solve_dim, tag_plans
+from hwprune.pruning._space import NeedsPins, UnsafePruning
+from hwprune.pruning._symbolic import Dim, DimSolver, UnsupportedCoupling, tag_plans
 
 __all__ = ["Cost", "CostModel"]
 
@@ -48,11 +48,13 @@ def _prod(dims: Sequence[Dim], keep: Sequence[int]) -> int:
 
 
 def _onnx_shapes(data: bytes) -> tuple[onnx.ModelProto, dict[str, tuple[list[int], int]]]:
-    model = shape_inference.infer_shapes(onnx.load_from_string(data))
-    shapes: dict[str, tuple[list[int], int]] = {}
-    for vi in list(model.graph.input) + list(model.graph.value_info) + list(model.graph.output):
-        t = vi.type.tensor_type
-        shapes[vi.name] = ([d.dim_value for d in t.shape.dim], _DTYPE_BYTES.get(t.elem_type, 4))
+    from hwprune.runtimes.ort import static_shapes
+
+    model, dims = static_shapes(data)
+    types = {vi.name: vi.type.tensor_type.elem_type
+             for vi in list(model.graph.input) + list(model.graph.value_info) + list(model.graph.output)}
+    shapes: dict[str, tuple[list[int], int]] = {
+        name: (d, _DTYPE_BYTES.get(types.get(name, onnx.TensorProto.FLOAT), 4)) for name, d in dims.items()}
     for init in model.graph.initializer:
         shapes[init.name] = (list(init.dims), _DTYPE_BYTES.get(init.data_type, 4))
     return model, shapes
@@ -70,27 +72,46 @@ class CostModel:
 
     def __init__(self, space: PruningSpace, onnx_models: Sequence[bytes] | None = None) -> None:
         self.space = space
-        plan_a, plan_b = tag_plans(space)
-        self.tag_plans = (plan_a, plan_b)
+        supports = space.supports()
+        # a sum over k groups has k multipliers and a constant: k + 1 unknowns, and one
+        # observation to spare; ratio collisions between the two first tags need one more
+        extra = max(0, max((len(s) for s in supports), default=0) + 2 - 3)
+        plans = tag_plans(space, 0)
+        if space.tag_collisions:
+            extra = max(extra, 1)
+        if extra:
+            plans = tag_plans(space, extra)
+        self.tag_plans = tuple(plans)
         self.sizes = [g.size for g in space.groups]
-        self.tags_a = [plan_a.keep[g.name] for g in space.groups]
-        self.tags_b = [plan_b.keep[g.name] for g in space.groups]
-        models = [space.lm.model, space.apply(plan_a), space.apply(plan_b)]
-        self._params(models)
-        shape = tuple(space.lm.input_shape)
-        self.onnx_models = list(onnx_models) if onnx_models else [to_onnx_bytes(m, shape) for m in models]
-        self._graph()
+        keeps = [self.sizes] + [[p.keep[g.name] for g in space.groups] for p in plans]
+        self.solver = DimSolver(keeps, supports)
+        try:
+            models = [space.lm.model] + [space.apply(p) for p in plans]
+            shape = tuple(space.lm.input_shape)
+            self.onnx_models = list(onnx_models) if onnx_models else [to_onnx_bytes(m, shape) for m in models]
+            self._params(models)
+            self._graph()
+        except (UnsafePruning, NeedsPins):
+            raise
+        except Exception as exc:
+            # find the group whose pruning breaks the model; say which layer, in one line
+            space.check_safe()
+            if isinstance(exc, UnsupportedCoupling):
+                raise
+            raise UnsafePruning(f"cannot prune model '{space.model_id}' safely: {type(exc).__name__}: "
+                                f"{str(exc).splitlines()[0] if str(exc) else ''}") from exc
 
-    def solve(self, values: tuple[int, int, int], where: str) -> Dim:
-        return solve_dim(values, self.sizes, self.tags_a, self.tags_b, where)
+    def solve(self, values: Sequence[int], where: str) -> Dim:
+        """The symbolic size behind ``values``: the size in the dense model, then in each tag plan."""
+        return self.solver.solve(values, where)
 
     def _params(self, models: list) -> None:
         named = [dict(m.named_parameters()) for m in models]
         self.param_dims: list[list[Dim]] = []
         for name, p in named[0].items():
             shapes = [tuple(n[name].shape) for n in named]
-            self.param_dims.append([self.solve((a, b, c), f"parameter {name} dim {i}")
-                                    for i, (a, b, c) in enumerate(zip(*shapes))])
+            self.param_dims.append([self.solve(vals, f"parameter {name} dim {i}")
+                                    for i, vals in enumerate(zip(*shapes))])
 
     def _graph(self) -> None:
         parsed = [_onnx_shapes(d) for d in self.onnx_models]
@@ -99,7 +120,7 @@ class CostModel:
 
         def dims(name: str) -> list[Dim]:
             s = [sh[name][0] for sh in shapes]
-            return [self.solve((a, b, c), f"tensor {name} dim {i}") for i, (a, b, c) in enumerate(zip(*s))]
+            return [self.solve(vals, f"tensor {name} dim {i}") for i, vals in enumerate(zip(*s))]
 
         # The exporter emits Identity nodes that alias shared initializers; their number
         # depends on values, so they are folded away before the graphs are aligned.
@@ -127,8 +148,8 @@ class CostModel:
             # initializers differently in each export.
             names = [ns[k].input[j] for ns in nodes_per_model]
             s = [sh[nm][0] for sh, nm in zip(shapes, names)]
-            return [self.solve((a, b, c), f"input {j} of node {graph_nodes[k].name} dim {i}")
-                    for i, (a, b, c) in enumerate(zip(*s))]
+            return [self.solve(vals, f"input {j} of node {graph_nodes[k].name} dim {i}")
+                    for i, vals in enumerate(zip(*s))]
 
         # Weights are counted per use: the exporter merges initializers with equal values
         # (e.g. the zero biases of an untrained model), which a trained model does not have.

@@ -24,7 +24,9 @@ class KernelTemplate:
 
     def runtime_names(self) -> tuple[str, ...]:
         """Names a runtime's profiler may give this kernel's node (onnxruntime's NCHWc names too)."""
-        return tuple(f"{o}_nchwc" for o in self.outputs) + self.outputs + (self.name,)
+        # a batch norm on an NCHWc tensor runs as a 1x1 depthwise conv named "<output>_bn_nchwc"
+        return (tuple(f"{o}_nchwc" for o in self.outputs) + tuple(f"{o}_bn_nchwc" for o in self.outputs)
+                + self.outputs + (self.name,))
 
     def sig(self, keep: Sequence[int]) -> KernelSig:
         vals = {f: d.value(keep) for f, d in zip(_INT_FIELDS, self.dims)}
@@ -34,12 +36,13 @@ class KernelTemplate:
 
     @property
     def groups_used(self) -> tuple[int, ...]:
-        return tuple(sorted({d.group for d in self.dims if d.group >= 0}))
+        """Every group a field depends on (a concatenation's consumer reads several)."""
+        return tuple(sorted({g for d in self.dims for g in d.groups}))
 
 
 def kernel_templates(onnx_models: Sequence[bytes], solve,
                      kernels: Callable[[bytes], list[RawKernel]]) -> list[KernelTemplate]:
-    """Templates from the dense and two tag-plan exports (see ``pruning._symbolic``);
+    """Templates from the dense and the tag-plan exports (see ``pruning._symbolic``);
     ``kernels`` is the runtime's kernel extraction (:meth:`hwprune.runtimes.Runtime.kernels`)."""
     lists = [kernels(d) for d in onnx_models]
     if len({len(x) for x in lists}) != 1 or any(
@@ -47,9 +50,10 @@ def kernel_templates(onnx_models: Sequence[bytes], solve,
         raise ConfigError("the runtime fused the pruned model differently from the dense one; "
                           "the kernel structure depends on channel counts")
     out = []
-    for dense, a, b in zip(*lists):
-        dims = tuple(solve((getattr(dense.sig, f), getattr(a.sig, f), getattr(b.sig, f)),
-                           f"kernel {dense.name} field {f}") for f in _INT_FIELDS)
+    for ks in zip(*lists):
+        dense = ks[0]
+        dims = tuple(solve(tuple(getattr(k.sig, f) for k in ks), f"kernel {dense.name} field {f}")
+                     for f in _INT_FIELDS)
         out.append(KernelTemplate(dense.name, dense.sig, dims, dense.outputs))
     return out
 

@@ -6,10 +6,20 @@ from dataclasses import asdict, dataclass, fields
 __all__ = ["KernelSig", "RawKernel", "OPS"]
 
 #: Kernel kinds. ``conv`` covers dense, grouped and depthwise convolutions (BN folded,
-#: activation and an optional residual add fused); ``add`` is a residual add that the
-#: runtime did not fuse; ``gemm`` a fully connected layer; the rest are pooling and
-#: data-movement kernels.
-OPS = ("conv", "add", "gemm", "maxpool", "avgpool", "gap", "flatten", "act", "concat", "other")
+#: activation and an optional residual add fused); ``deconv`` a transposed convolution;
+#: ``add`` is a residual add that the runtime did not fuse; ``gemm`` a fully connected
+#: layer (``act``: the activation onnxruntime fuses into it, FusedGemm); ``mul`` an
+#: element-wise product of equal shapes, ``scale`` one with a broadcast operand (an SE
+#: gate); ``act`` a standalone activation (``silu``, ``hardswish``, ``gelu``...); ``bn`` a
+#: batch norm the exporter could not fold. Data movement: ``concat`` (``cin = cout`` =
+#: output channels, ``groups`` = inputs), ``split`` (``cout`` = first output, ``groups`` =
+#: outputs), ``slice``, ``transpose``, ``unsqueeze``, ``flatten`` (also reshapes),
+#: ``pad_<mode>``, ``resize_<mode>`` (``stride`` = the integer scale), pooling (``maxpool``,
+#: ``avgpool``, ``gap``, ``reducemean``). Channels of a rank-5 tensor (a channel shuffle's
+#: ``N x G x C/G x H x W``) count ``G * C/G``.
+OPS = ("conv", "add", "gemm", "maxpool", "avgpool", "gap", "flatten", "act", "concat", "other",
+       "deconv", "mul", "scale", "bn", "split", "slice", "transpose", "unsqueeze", "reducemean",
+       "pad_constant", "pad_reflect", "pad_edge", "resize_nearest", "resize_linear", "resize_cubic")
 
 
 @dataclass(frozen=True, order=True)
@@ -60,6 +70,13 @@ class KernelSig:
     def out_hw(self) -> tuple[int, int]:
         if self.op in ("gap",):
             return (1, 1)
+        if self.op == "deconv":
+            return ((self.h - 1) * self.stride[0] - self.pads[0] - self.pads[2] + self.k[0],
+                    (self.w - 1) * self.stride[1] - self.pads[1] - self.pads[3] + self.k[1])
+        if self.op.startswith("resize_"):
+            return (self.h * self.stride[0], self.w * self.stride[1])
+        if self.op.startswith("pad_"):
+            return (self.h + self.pads[0] + self.pads[2], self.w + self.pads[1] + self.pads[3])
         if self.op in ("conv", "maxpool", "avgpool"):
             ho = (self.h + self.pads[0] + self.pads[2] - self.k[0]) // self.stride[0] + 1
             wo = (self.w + self.pads[1] + self.pads[3] - self.k[1]) // self.stride[1] + 1
@@ -72,6 +89,8 @@ class KernelSig:
         ho, wo = self.out_hw
         if self.op == "conv":
             return ho * wo * self.cout * (self.cin // self.groups) * self.k[0] * self.k[1]
+        if self.op == "deconv":
+            return self.h * self.w * self.cin * (self.cout // self.groups) * self.k[0] * self.k[1]
         if self.op == "gemm":
             return self.cin * self.cout * self.h * self.w
         return 0
@@ -82,14 +101,18 @@ class KernelSig:
         act_in = self.cin * self.h * self.w
         act_out = self.cout * ho * wo
         weights = 0
-        if self.op == "conv":
+        if self.op in ("conv", "deconv"):
             weights = self.cout * (self.cin // self.groups) * self.k[0] * self.k[1] + self.cout
             if self.residual:
                 act_in += act_out
         elif self.op == "gemm":
             weights = self.cin * self.cout + self.cout
-        elif self.op == "add":
+        elif self.op in ("add", "mul"):
             act_in *= 2
+        elif self.op == "scale":
+            act_in += self.cin
+        elif self.op == "bn":
+            weights = 2 * self.cin
         return elem_bytes * (act_in + act_out + weights)
 
     def as_row(self) -> dict:

@@ -73,6 +73,7 @@ class SearchConfig:
     measure: bool = True
     progress: bool = True
     rescale: bool = True
+    keep_layers: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if self.trials <= 0:
@@ -152,6 +153,7 @@ def prepare_search(config: SearchConfig, log: Log | None = None) -> SearchSetup:
     say, started = log or _quiet, time.perf_counter()
     profile = load_profile(config.device)
     lm = load_model(config.model, config.weights, config.input_shape)
+    lm.keep_layers = config.keep_layers
     analysis = analyze(lm)
     predictor = open_predictor(analysis, profile.name, config.tables, drift=True, rescale=config.rescale)
     space, cost = analysis.space, analysis.cost

@@ -3,6 +3,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -41,7 +42,7 @@ def test_prune_writes_model_and_plan(tmp_path, capsys):
     res = json.loads(out)
     assert res["after"]["params"] < res["before"]["params"]
     assert res["onnx_check_rel_diff"] <= 1e-4
-    for f in ("plan.json", "model.pt", "model.onnx", "model_state_dict.pt"):
+    for f in ("plan.json", "model.pt2", "model.onnx", "model_state_dict.pt"):
         assert (tmp_path / f).is_file()
     # the plan reproduces the same pruned model
     code, out2, _ = run(capsys, "prune", "--model", "resnet20", "--plan", str(tmp_path / "plan.json"),
@@ -136,3 +137,56 @@ def test_search_budget_errors(tmp_path, capsys, demo_tables, argv, needles):
     code, _, err = run(capsys, "search", *argv, "--tables", demo_tables, "--run-dir", str(tmp_path / "r"))
     _one_line_error(code, err, *needles)
     assert not (tmp_path / "r" / "summary.json").exists()
+
+
+def test_prune_user_cnn_never_pickles_its_class(tmp_path, capsys):
+    """The MNIST CNN of the issue: a user class with an MLP head (Gemm + ReLU is fused by
+    onnxruntime), its weights, and outputs that load without the user's code."""
+    import shutil
+    import subprocess
+    import sys
+
+    import torch
+
+    from tests.conformance.models import CNN
+
+    src = Path(__file__).parents[1] / "conformance" / "models.py"
+    f = tmp_path / "user.py"
+    shutil.copy(src, f)
+    torch.manual_seed(0)
+    torch.save(CNN().state_dict(), tmp_path / "w.pth")
+    out = tmp_path / "out"
+    code, text, err = run(capsys, "prune", "--model", f"{f}:mnist_cnn", "--weights", str(tmp_path / "w.pth"),
+                          "--input-shape", "1x1x28x28", "--ratio", "0.5", "--out", str(out))
+    assert code == 0, err
+    assert "model.pt2" in text and "rebuild_pruned" in text and "weights only" in text
+    assert not (out / "model.pt").exists()
+    # nothing in the state_dict needs the user's class; the program runs without user.py
+    torch.load(out / "model_state_dict.pt", weights_only=True)
+    probe = ("import torch; m = torch.export.load('model.pt2').module(); "
+             "print(tuple(m(torch.zeros(1, 1, 28, 28)).shape))")
+    p = subprocess.run([sys.executable, "-c", probe], cwd=out, capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stderr[-2000:]
+    assert p.stdout.strip() == "(1, 10)"
+    # the module rebuilt from spec + plan + state_dict is the one that was written
+    from hwprune.pruning import rebuild_pruned
+
+    m = rebuild_pruned(f"{f}:mnist_cnn", out / "plan.json", out / "model_state_dict.pt")
+    ep = torch.export.load(out / "model.pt2").module()
+    x = torch.randn(1, 1, 28, 28)
+    with torch.no_grad():
+        assert torch.allclose(m(x), ep(x), atol=1e-5)
+    assert m.fc[0].out_features < 128
+
+
+def test_prune_keep_layers(tmp_path, capsys):
+    code, out, err = run(capsys, "prune", "--model", "resnet20", "--keep-layers", "conv1,layer3",
+                         "--ratio", "0.5", "--out", str(tmp_path), "--format", "json")
+    assert code == 0, err
+    res = json.loads(out)
+    assert res["keep_layers"] == ["conv1", "layer3"]
+    assert not any(g.startswith("layer3") or g == "conv1" for g in res["groups"])
+    assert json.loads((tmp_path / "plan.json").read_text())["meta"]["keep_layers"] == ["conv1", "layer3"]
+    code, _, err = run(capsys, "prune", "--model", "resnet20", "--keep-layers", "layer9",
+                       "--ratio", "0.5", "--out", str(tmp_path / "x"))
+    _one_line_error(code, err, "layer9")

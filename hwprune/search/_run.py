@@ -38,7 +38,7 @@ def run_search(*, model: str, weights: str | os.PathLike | None = None,
                task: str | None = None, tables: str | os.PathLike | None = None,
                calibration_images: int = 512, val_images: int | None = 2000,
                measure: bool = True, progress: bool = True,
-               log: Callable[[str], None] | None = None) -> dict[str, Any]:
+               log: Callable[[str], None] | None = None, **workers: Any) -> dict[str, Any]:
     """Search per-group pruning ratios for the most accurate model within a budget.
 
     ``latency`` is ``"20ms"``, ``"0.02s"`` or ``"50%"`` (of the dense model's predicted
@@ -54,8 +54,9 @@ def run_search(*, model: str, weights: str | os.PathLike | None = None,
     measurable device (the host), timed end to end through the device's runtime.
 
     ``resume`` continues the study in ``run_dir``; ``storage_url`` (RDB URL, e.g.
-    ``postgresql://user:pw@host/db``) shares one study between worker processes; see
-    :mod:`hwprune.search._study`. Returns the summary (also written to
+    ``postgresql://user:pw@host/db``, a ``.journal`` file or ``env:NAME``) makes this
+    process one worker of a shared study (``workers``: ``heartbeat_s``,
+    ``grace_period_s``); see :mod:`hwprune.search._distributed`. Returns the summary (also written to
     ``run_dir/summary.json``) with ``run_dir`` and ``warnings``. The steps are public:
     see :func:`hwprune.search.prepare_search`.
 
@@ -70,7 +71,11 @@ def run_search(*, model: str, weights: str | os.PathLike | None = None,
         finetune_steps=finetune_steps, finalists=finalists,
         candidate_finetune_steps=candidate_finetune_steps, lr=lr, data_dir=data_dir, task=task,
         tables=tables, calibration_images=calibration_images, val_images=val_images,
-        measure=measure, progress=progress)
+        measure=measure, progress=progress, **workers)
+    if storage_url:
+        from hwprune.search._distributed import run_worker
+
+        return run_worker(config, log)
     setup = prepare_search(config, log)
     study = run_study(setup)
     winner = choose_winner(setup, study)

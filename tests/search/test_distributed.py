@@ -191,12 +191,10 @@ def test_two_workers_share_the_trial_budget(storage, tables, tmp_path) -> None:
 def test_killed_worker_is_failed_requeued_and_replaced(storage, tables, tmp_path) -> None:
     name, trials = f"kill-{secrets.token_hex(4)}", 4
     cmd = _cmd(tables, tmp_path, storage, name, trials, "--no-measure")
-    victim = subprocess.Popen(cmd, cwd=tmp_path, env=_env(2.0), stdout=subprocess.PIPE,
+    victim = subprocess.Popen(cmd, cwd=tmp_path, env=_env(3.0), stdout=subprocess.PIPE,
                               stderr=subprocess.PIPE, text=True)
-    survivor = subprocess.Popen(cmd, cwd=tmp_path, env=_env(0.3), stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE, text=True)
-    deadline, killed = time.time() + 90, None
-    while time.time() < deadline and killed is None:  # kill the victim mid-candidate
+    deadline, killed, survivor = time.time() + 120, None, None
+    while time.time() < deadline and killed is None:  # the victim takes a slot first
         time.sleep(0.3)
         try:
             running = _study(storage, name).get_trials(states=(optuna.trial.TrialState.RUNNING,))
@@ -205,9 +203,11 @@ def test_killed_worker_is_failed_requeued_and_replaced(storage, tables, tmp_path
         mine = [t for t in running if f"-{victim.pid}-" in str(t.user_attrs.get("worker"))
                 and t.user_attrs.get("claim") == t.number]
         if mine:
-            os.kill(victim.pid, signal.SIGKILL)
             killed = mine[0].number
-    assert killed is not None, "the victim never ran a candidate"
+            survivor = subprocess.Popen(cmd, cwd=tmp_path, env=_env(0.3), stdout=subprocess.PIPE,
+                                        stderr=subprocess.PIPE, text=True)
+            os.kill(victim.pid, signal.SIGKILL)  # mid-candidate: validation takes 3 s
+    assert killed is not None, "the victim never ran a candidate: " + victim.communicate(timeout=60)[1][-2000:]
     victim.wait(timeout=10)
     out, err = survivor.communicate(timeout=170)
     assert survivor.returncode == 0, err[-2000:]

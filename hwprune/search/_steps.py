@@ -30,6 +30,7 @@ from hwprune.search._budget import Budget, check_reachable
 from hwprune.search._plot import trials_figure
 from hwprune.search._report import model_facts, summary_markdown
 from hwprune.search._scoring import AccuracyScorer, finalist_plans, finetune_finalists, prune_and_recover
+from hwprune.search._storage import GRACE_PERIOD_S, HEARTBEAT_S
 from hwprune.search._study import PlanSearch, SearchOutcome, TrialRecord, plan_from_keep, widest_uniform_plan
 from hwprune.task import FinetuneRecipe, TaskData, evaluate, load_task
 
@@ -74,6 +75,8 @@ class SearchConfig:
     progress: bool = True
     rescale: bool = True
     keep_layers: tuple[str, ...] = ()
+    heartbeat_s: int = HEARTBEAT_S
+    grace_period_s: int = GRACE_PERIOD_S
 
     def __post_init__(self) -> None:
         if self.trials <= 0:
@@ -110,6 +113,7 @@ class SearchSetup:
     warnings: list[str]
     log: Log = _quiet
     started_s: float = field(default_factory=time.perf_counter)
+    lease: Any = None  # the study's leases (hwprune.search._lease); set by run_study
 
     @property
     def space(self) -> Any:
@@ -189,7 +193,7 @@ class StudyResult:
         return self.outcome.best
 
 
-def run_study(setup: SearchSetup) -> StudyResult:
+def run_study(setup: SearchSetup, on_open: Callable[[PlanSearch], None] | None = None) -> StudyResult:
     """Open (or resume) the study, claim the run directory ("running") and run until the
     study holds ``config.trials`` evaluated candidates. Candidates are scored by
     :class:`AccuracyScorer` with ``config.candidate_recipe``."""
@@ -200,10 +204,14 @@ def run_study(setup: SearchSetup) -> StudyResult:
     search = PlanSearch(setup.analysis, setup.predictor, setup.budget, scorer, device=setup.profile.name,
                         seed=c.seed, sampler=c.sampler, pareto=c.pareto, run_dir=setup.run.path,
                         storage_url=c.storage_url, study_name=c.study_name, resume=c.resume,
-                        progress=c.progress)
+                        progress=c.progress, heartbeat_s=c.heartbeat_s, grace_period_s=c.grace_period_s)
+    setup.lease = search.lease
+    if on_open is not None:
+        on_open(search)
     # The study opened and matches this run: from here on the directory is not
     # "finished" until the final summary says so (an earlier summary is superseded).
-    started = setup.run.mark_running().started
+    # A shared study's directory belongs to whichever worker writes the winner.
+    started = None if search.storage else setup.run.mark_running().started
     if search.existed:
         say(f"resuming study '{search.study_name}' with {search.evaluated_count()} evaluated candidates")
     outcome = search.run(c.trials)
@@ -280,6 +288,7 @@ class WinnerScores:
     onnx: bytes
     onnx_max_rel_diff: float
     measured: dict[str, dict[str, Any] | None]      # "dense"/"pruned" -> runtime measurement
+    device_wait_s: float = 0.0                       # waited for the device lease
 
 
 def measure_winner(setup: SearchSetup, winner: Winner) -> WinnerScores:
@@ -295,12 +304,21 @@ def measure_winner(setup: SearchSetup, winner: Winner) -> WinnerScores:
     onnx = to_onnx_bytes(winner.model, shape)
     onnx_diff = check_onnx(winner.model, onnx, shape)
     measured: dict[str, dict[str, Any] | None] = {"dense": None, "pruned": None}
+    wait_s = 0.0
     if setup.config.measure and setup.profile.measurable_here:
+        from hwprune.search._lease import LocalLease, device_lease_name
+
         runtime = setup.profile.local_runtime()
-        setup.log(f"measuring dense and pruned latency with {runtime.name}")
-        dense_m, pruned_m = runtime.measure_latencies([to_onnx_bytes(setup.dense, shape), onnx])
+        dense_onnx = to_onnx_bytes(setup.dense, shape)
+        # one measurement at a time on a device, whichever worker of the study asks
+        lease = setup.lease or LocalLease()
+        with lease.hold(device_lease_name(setup.profile.name, local=True), ttl_s=60) as held:
+            wait_s = held.wait_s
+            setup.log(f"measuring dense and pruned latency with {runtime.name}"
+                      + (f" (waited {wait_s:.1f} s for the device)" if wait_s >= 0.1 else ""))
+            dense_m, pruned_m = runtime.measure_latencies([dense_onnx, onnx])
         measured = {"dense": dense_m, "pruned": pruned_m}
-    return WinnerScores(accuracy, onnx, onnx_diff, measured)
+    return WinnerScores(accuracy, onnx, onnx_diff, measured, wait_s)
 
 
 def _search_record(setup: SearchSetup, study: StudyResult, winner: Winner) -> dict[str, Any]:
@@ -317,7 +335,8 @@ def _search_record(setup: SearchSetup, study: StudyResult, winner: Winner) -> di
             "mean_candidate_s": sum(r.duration_s for r in scored) / len(scored) if scored else None,
             "candidate_finetune_steps": c.candidate_finetune_steps,
             "calibration_images": c.calibration_images, "study_name": search.study_name,
-            "storage": c.storage_url or str(setup.run.file(RunDir.JOURNAL)),
+            "storage": search.storage_url or str(setup.run.file(RunDir.JOURNAL)),
+            "workers": len(search.study.user_attrs.get("hwprune_workers", [])) or 1,
             "pareto_front": front if c.pareto else None}
 
 
@@ -348,7 +367,8 @@ def build_summary(setup: SearchSetup, study: StudyResult, winner: Winner, scores
         finetune={**c.recipe.to_dict(), "finalists": len(winner.finalists) or 1, "teacher": "dense",
                   "wall_s": winner.finetune_wall_s, "final_loss": winner.finetune_loss},
         onnx_max_rel_diff=scores.onnx_max_rel_diff,
-        host={"machine": platform.node(), "torch_threads": torch.get_num_threads()},
+        host={"machine": platform.node(), "torch_threads": torch.get_num_threads(),
+              "device_lease_wait_s": scores.device_wait_s},
         files=files, warnings=list(setup.warnings), notes=list(study.outcome.notes),
         wall_s=time.perf_counter() - setup.started_s)
 

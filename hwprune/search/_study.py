@@ -28,28 +28,37 @@ first evaluation.
 Storage and resuming
 --------------------
 By default the study lives in ``RUN_DIR/study.journal`` (Optuna's
-``JournalStorage(JournalFileBackend(...))``, an append-only log safe for several processes
-on one machine). ``resume=True`` reopens it: finished trials are kept, trials left
-``RUNNING`` by a killed process are marked failed and their parameters re-queued, and the
-search runs until the study holds ``trials`` evaluated candidates.
+``JournalStorage(JournalFileBackend(...))``). ``resume=True`` reopens it: finished trials
+are kept, trials left ``RUNNING`` by a killed process are marked failed and their
+parameters re-queued, and the search runs until the study holds ``trials`` evaluated
+candidates.
 
-To share one study between processes on several machines, pass an RDB URL as
-``storage_url``, e.g. ``postgresql://user:password@db-host:5432/hwprune`` (needs
-``pip install psycopg2-binary``; MySQL works the same with ``mysql+pymysql://``).
-``sqlite:///study.db`` works for processes on one machine only. Start the same command
-(same model, device, budgets and ``--storage``) on each machine; every worker samples
-from the shared history, stops once the study holds ``trials`` evaluated candidates, and
-then finalizes the (same) best plan into its own run directory. Workers send heartbeats
-every 60 s; a trial whose worker died is failed after 180 s and re-queued once
-(``RetryHeartbeatStaleTrialCallback``).
+Workers: sharing one study
+--------------------------
+``storage_url`` (see :mod:`hwprune.search._storage`: a PostgreSQL/SQLite/MySQL URL or a
+``.journal`` file) makes the study shared: every process started with the same command
+joins it, and ``trials`` is the budget **of the study**, not of each process:
+
+* before a candidate is evaluated its worker *claims a slot* under the study's claims
+  lease (:mod:`hwprune.search._lease`): claimed candidates still running plus evaluated
+  ones never exceed ``trials``; when every slot is taken by a running candidate the
+  worker waits for one to finish or go stale, so the study ends with exactly ``trials``
+  evaluated candidates;
+* under the same lease a plan another worker has RUNNING or COMPLETE is recognised and
+  skipped (``duplicate_of``) without counting;
+* each worker registers in the study and gets an index; worker 0 samples with ``seed``,
+  the others with a seed derived from the study name and their index;
+* heartbeats: a trial whose worker died (SIGKILL) is failed after ``grace_period_s``
+  by the next worker that looks, its parameters re-queued
+  (``RetryHeartbeatStaleTrialCallback``), and its reason shown in ``trials.csv``.
 """
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import math
 import sys
 import time
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Sequence
@@ -62,6 +71,8 @@ from hwprune.errors import ConfigError, HwpruneError
 from hwprune.pruning import PruningPlan, PruningSpace
 from hwprune.rundir import RunDir
 from hwprune.search._budget import Budget
+from hwprune.search._lease import Lease, LocalLease, open_lease, worker_id
+from hwprune.search._storage import GRACE_PERIOD_S, HEARTBEAT_S, StorageSpec, open_storage, resolve_storage
 
 __all__ = ["INFEASIBLE_SCORE", "SAMPLERS", "PlanCodec", "PlanSearch",
            "SearchOutcome", "TrialRecord", "open_study", "plan_from_keep", "uniform_seed_plans",
@@ -73,6 +84,7 @@ INFEASIBLE_SCORE = -1.0
 SAMPLERS = ("tpe", "random", "nsga2")
 UNIFORM_RATIOS = tuple(round(0.05 * i, 2) for i in range(19))  # 0.0 .. 0.9
 _MAX_CONSECUTIVE_FAILURES = 3
+_WAIT_POLL_S = 0.5
 
 Scorer = Callable[[PruningPlan], float]
 
@@ -199,32 +211,23 @@ def uniform_seed_plans(space: PruningSpace, fits: Callable[[PruningPlan], bool],
 
 def open_study(*, study_name: str, directions: Sequence[str], sampler: optuna.samplers.BaseSampler,
                run_dir: str | Path | None = None, storage_url: str | None = None,
-               resume: bool = False) -> tuple[optuna.Study, bool]:
+               resume: bool = False, heartbeat_s: int = HEARTBEAT_S,
+               grace_period_s: int = GRACE_PERIOD_S) -> tuple[optuna.Study, bool]:
     """Create or reopen the study; returns ``(study, existed)``.
 
-    With ``storage_url`` (an RDB URL) the study is shared: it is loaded when it exists,
-    whatever ``resume`` says. Otherwise it is ``run_dir/study.journal``, which must not
-    exist unless ``resume`` is true.
+    With ``storage_url`` (an RDB URL, a ``.journal`` path or ``env:NAME``; see
+    :func:`~hwprune.search._storage.resolve_storage`) the study is shared: it is loaded
+    when it exists, whatever ``resume`` says, and trials send heartbeats. Otherwise it is
+    ``run_dir/study.journal``, which must not exist unless ``resume`` is true.
     """
-    if storage_url:
-        if "://" not in storage_url:
-            raise ConfigError(f"storage URL must look like postgresql://user:pw@host/db or "
-                              f"sqlite:///path.db, got '{storage_url}'")
+    spec = resolve_storage(storage_url)
+    if spec is not None:
+        storage: Any = open_storage(spec, heartbeat_s=heartbeat_s, grace_period_s=grace_period_s)
         try:
-            with warnings.catch_warnings():
-                # heartbeats are "experimental" since Optuna 2.8; we rely on them knowingly
-                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-                storage: Any = optuna.storages.RDBStorage(
-                    storage_url, heartbeat_interval=60, grace_period=180,
-                    heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(
-                        max_retry=1))
-        except ImportError as exc:
-            raise ConfigError(f"cannot open storage '{storage_url}': {exc}",
-                              "install the database driver, e.g. pip install psycopg2-binary") from exc
-        except Exception as exc:  # sqlalchemy errors: bad URL, unreachable server
-            raise ConfigError(f"cannot open storage '{storage_url}': {type(exc).__name__}: "
-                              f"{str(exc).splitlines()[0] if str(exc) else ''}") from exc
-        existed = study_name in [s.study_name for s in optuna.study.get_all_study_summaries(storage)]
+            existed = study_name in [s.study_name for s in optuna.study.get_all_study_summaries(storage)]
+        except Exception as exc:  # the server went away between connect and query
+            raise ConfigError(f"cannot read studies from '{spec.masked}': "
+                              f"{spec.scrub(str(exc)).splitlines()[0]}") from None
     else:
         if run_dir is None:
             raise ConfigError("a search needs a run directory or a storage URL")
@@ -262,6 +265,7 @@ class TrialRecord:
     duration_s: float | None
     duplicate_of: int | None = None
     error: str | None = None
+    worker: str | None = None
 
     @classmethod
     def from_trial(cls, t: FrozenTrial, codec: PlanCodec) -> "TrialRecord":
@@ -274,7 +278,7 @@ class TrialRecord:
         return cls(t.number, t.state.name, keep, ua.get("predicted_ms"), ua.get("memory_bytes"),
                    bool(ua.get("feasible", False)), bool(ua.get("evaluated", False)),
                    ua.get("val_accuracy"), str(ua.get("source", "sampler")), dur,
-                   ua.get("duplicate_of"), ua.get("error"))
+                   ua.get("duplicate_of"), ua.get("error") or ua.get("skipped"), ua.get("worker"))
 
     @property
     def scored(self) -> bool:
@@ -287,7 +291,7 @@ class TrialRecord:
         d.update({"predicted_ms": self.predicted_ms, "memory_bytes": self.memory_bytes,
                   "feasible": self.feasible, "evaluated": self.evaluated,
                   "val_accuracy": self.val_accuracy, "duplicate_of": self.duplicate_of,
-                  "duration_s": self.duration_s, "error": self.error})
+                  "duration_s": self.duration_s, "error": self.error, "worker": self.worker})
         return d
 
 
@@ -350,7 +354,8 @@ class PlanSearch:
                  pareto: bool = False, run_dir: str | Path | None = None,
                  storage_url: str | None = None, study_name: str | None = None,
                  resume: bool = False, enqueue_uniform: bool = True,
-                 progress: bool = True) -> None:
+                 progress: bool = True, heartbeat_s: int = HEARTBEAT_S,
+                 grace_period_s: int = GRACE_PERIOD_S, register: bool = True) -> None:
         self.analysis = analysis
         self.space: PruningSpace = analysis.space
         self.predictor = predictor
@@ -373,17 +378,27 @@ class PlanSearch:
         self.enqueue_uniform = enqueue_uniform
         self.study_name = study_name or self.default_study_name()
         self.run_dir = Path(run_dir) if run_dir is not None else None
-        self.storage_url = storage_url
+        self.storage: StorageSpec | None = resolve_storage(storage_url)
+        self.storage_url = self.storage.masked if self.storage else None  # never the password
         self.resume = resume
+        self.grace_period_s = grace_period_s
         with _quiet_optuna():
             self.study, self.existed = open_study(
                 study_name=self.study_name,
                 directions=["maximize", "minimize"] if pareto else ["maximize"],
-                sampler=self._make_sampler(), run_dir=run_dir, storage_url=storage_url,
-                resume=resume)
+                sampler=self._make_sampler(self.seed), run_dir=run_dir,
+                storage_url=self.storage.url if self.storage else None, resume=resume,
+                heartbeat_s=heartbeat_s, grace_period_s=grace_period_s)
         self.notes: list[str] = []
         self._check_or_record_identity()
         self._scored: dict[tuple[int, ...], tuple[int, float]] = {}
+        self._keys: dict[int, tuple[int, ...]] = {}
+        self._target = 0
+        self.lease_wait_s = 0.0  # waited for the claims lease
+        self.worker = worker_id()
+        self.lease: Lease = open_lease(self.storage) if self.storage else LocalLease()
+        self.worker_index, self.worker_seed = self._register_worker() if self.storage and register \
+            else (0, seed)
 
     # ---- setup -------------------------------------------------------------------------
     def default_study_name(self) -> str:
@@ -394,14 +409,33 @@ class PlanSearch:
         return (f"hwprune:{self.analysis.model_key}:{self.device}:latency={lat}:memory={mem}:"
                 f"{mode}:{self.sampler_name}:seed={self.seed}")
 
-    def _make_sampler(self) -> optuna.samplers.BaseSampler:
+    def _make_sampler(self, seed: int) -> optuna.samplers.BaseSampler:
         if self.sampler_name == "random":
-            return optuna.samplers.RandomSampler(seed=self.seed)
+            return optuna.samplers.RandomSampler(seed=seed)
         if self.sampler_name == "nsga2":
-            return optuna.samplers.NSGAIISampler(seed=self.seed, population_size=20)
+            return optuna.samplers.NSGAIISampler(seed=seed, population_size=20)
         # multivariate: group widths interact (a narrow stem starves a wide stage); the
         # joint density models that, the independent one does not.
-        return optuna.samplers.TPESampler(seed=self.seed, multivariate=True, n_startup_trials=10)
+        return optuna.samplers.TPESampler(seed=seed, multivariate=True, n_startup_trials=10)
+
+    def _lock_name(self, what: str) -> str:
+        return f"study:{self.study_name}:{what}"
+
+    def _register_worker(self) -> tuple[int, int]:
+        """This worker's index in the shared study and its sampler seed: worker 0 uses
+        ``seed``, later ones a seed derived from the study name and their index, so
+        workers started with the same command propose different plans."""
+        with self.lease.hold(self._lock_name("workers"), ttl_s=15) as held:
+            self.lease_wait_s += held.wait_s
+            workers = list(self.study.user_attrs.get("hwprune_workers", []))
+            index = len(workers)
+            self.study.set_user_attr("hwprune_workers", workers + [self.worker])
+        seed = self.seed
+        if index:
+            digest = hashlib.sha256(f"{self.study_name}:{self.seed}:{index}".encode()).digest()
+            seed = int.from_bytes(digest[:4], "little") & 0x7FFFFFFF
+        self.study.sampler = self._make_sampler(seed)
+        return index, seed
 
     def _identity(self) -> dict[str, Any]:
         return {"model_key": self.analysis.model_key, "device": self.device,
@@ -502,27 +536,94 @@ class PlanSearch:
         key = tuple(self.space.full_keep(plan).values())
         if key not in self._scored:
             self._refresh_scored()  # another worker may have scored it
-        if key in self._scored:
-            number, acc = self._scored[key]
+        decision, other = ("duplicate", self._scored[key]) if key in self._scored else self._claim(trial, key)
+        if decision == "duplicate":
+            number, acc = other
             trial.set_user_attr("duplicate_of", number)
             trial.set_user_attr("evaluated", False)
-        else:
-            t0 = time.perf_counter()
-            try:
-                acc = float(self.scorer(plan))
-            except Exception as exc:  # one bad candidate must not end a long search
-                msg = f"{type(exc).__name__}: {exc}"
-                trial.set_user_attr("error", msg)
-                raise _CandidateError(msg) from exc
-            trial.set_user_attr("score_s", time.perf_counter() - t0)
-            trial.set_user_attr("evaluated", True)
-            self._scored[key] = (trial.number, acc)
+        elif decision == "evaluate":
+            acc = self._score(trial, plan, key)
+        else:  # the slots are full, or another worker is evaluating this very plan
+            trial.set_user_attr("evaluated", False)
+            if decision == "running":
+                trial.set_user_attr("duplicate_of", other)
+            trial.set_user_attr("skipped", decision)
+            raise optuna.TrialPruned(decision)
         trial.set_user_attr("val_accuracy", acc)
         return (acc, ms) if self.pareto else acc
 
+    def _score(self, trial: optuna.Trial, plan: PruningPlan, key: tuple[int, ...]) -> float:
+        t0 = time.perf_counter()
+        try:
+            acc = float(self.scorer(plan))
+        except Exception as exc:  # one bad candidate must not end a long search
+            msg = f"{type(exc).__name__}: {exc}"
+            trial.set_user_attr("error", msg)
+            raise _CandidateError(msg) from exc
+        trial.set_user_attr("score_s", time.perf_counter() - t0)
+        trial.set_user_attr("evaluated", True)
+        self._scored[key] = (trial.number, acc)
+        return acc
+
+    def _trial_key(self, t: FrozenTrial) -> tuple[int, ...]:
+        key = self._keys.get(t.number)
+        if key is None:
+            key = self._keys[t.number] = tuple(self.space.full_keep(self.codec.plan(t.params)).values())
+        return key
+
+    def _slots(self, me: int, key: tuple[int, ...]) -> tuple[int, int, tuple[str, Any] | None]:
+        """``(taken, evaluated, duplicate)``: slots held by candidates evaluated or being
+        evaluated (claimed and RUNNING) by any worker, and ``key``'s twin among them."""
+        taken = done = 0
+        dup: tuple[str, Any] | None = None
+        for t in self.study.get_trials(deepcopy=False, states=(TrialState.RUNNING, TrialState.COMPLETE)):
+            evaluated = t.state == TrialState.COMPLETE and bool(t.user_attrs.get("evaluated"))
+            running = t.state == TrialState.RUNNING and t.user_attrs.get("claim") == t.number
+            if t.number == me or not (evaluated or running):
+                continue
+            taken += 1
+            done += evaluated
+            if dup is None and self._trial_key(t) == key:
+                dup = ("duplicate", (t.number, float(t.user_attrs["val_accuracy"]))) if evaluated \
+                    else ("running", t.number)
+        return taken, done, dup
+
+    def _claim(self, trial: optuna.Trial, key: tuple[int, ...]) -> tuple[str, Any]:
+        """Take one of the study's ``trials`` slots for ``trial`` (``("evaluate", None)``),
+        or say why not: ``("duplicate", (number, acc))``, ``("running", number)`` (another
+        worker evaluates the same plan) or ``("full", None)``. Waits while every slot is
+        held by a running candidate: one may yet fail and free its slot."""
+        trial.set_user_attr("worker", self.worker)
+        while True:
+            with self.lease.hold(self._lock_name("claims"), ttl_s=15) as held:
+                self.lease_wait_s += held.wait_s
+                taken, done, dup = self._slots(trial.number, key)
+                if dup is not None:
+                    return dup
+                if done >= self._target:
+                    return "full", None
+                if taken < self._target:
+                    trial.set_user_attr("claim", trial.number)
+                    return "evaluate", None
+            time.sleep(_WAIT_POLL_S)
+            with _quiet_optuna():
+                optuna.storages.fail_stale_trials(self.study)  # a dead worker's slot comes back
+
     # ---- running -----------------------------------------------------------------------
     def records(self) -> list[TrialRecord]:
-        return [TrialRecord.from_trial(t, self.codec) for t in self.study.get_trials(deepcopy=False)]
+        trials = self.study.get_trials(deepcopy=False)
+        retried_as = {t.system_attrs["retry_history"][-1]: t.number for t in trials
+                      if t.system_attrs.get("retry_history")}
+        out = []
+        for t in trials:
+            rec = TrialRecord.from_trial(t, self.codec)
+            if rec.state == "FAIL" and not rec.error:  # failed by a heartbeat check
+                rec.error = (f"worker {rec.worker or '?'} stopped sending heartbeats (killed?); "
+                             f"failed after the {self.grace_period_s} s grace period")
+                if t.number in retried_as:
+                    rec.error += f", re-queued as trial {retried_as[t.number]}"
+            out.append(rec)
+        return out
 
     def evaluated_count(self) -> int:
         return sum(1 for t in self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
@@ -537,13 +638,15 @@ class PlanSearch:
         if trials <= 0:
             raise ConfigError(f"the number of trials must be positive, got {trials}")
         start = time.perf_counter()
+        self._target = trials
         with _quiet_optuna():  # enqueueing logs INFO lines ("already exists") on a resume
             if self.existed:
                 n = self._requeue_orphans()
                 if n:
                     self.notes.append(f"re-queued {n} trial(s) interrupted by a killed process")
             if self.enqueue_uniform:
-                self._enqueue_seeds()
+                with self.lease.hold(self._lock_name("claims"), ttl_s=15):  # one worker seeds
+                    self._enqueue_seeds()
         self._refresh_scored()
         max_proposals = max_proposals or 50 * trials + 20
         done = self.evaluated_count()
@@ -577,7 +680,7 @@ class PlanSearch:
             if t.user_attrs.get("evaluated"):
                 bar.update(1)
             postfix(best_rec, infeasible[0])
-            if self.evaluated_count() >= trials:
+            if t.user_attrs.get("skipped") == "full" or self.evaluated_count() >= trials:
                 study.stop()
             elif state["proposed"] >= max_proposals:
                 state["reason"] = "proposal cap"

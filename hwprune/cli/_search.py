@@ -5,6 +5,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from hwprune.cli._checks import check_tables_to_read
 from hwprune.cli._fmt import emit_json
 from hwprune.cli._options import add_device, add_format, add_model, check_output_dir, float_in, int_at_least
 from hwprune.errors import ConfigError
@@ -85,6 +86,7 @@ def run(args: argparse.Namespace) -> int:
     from hwprune.search import run_search
 
     _check(args)
+    check_tables_to_read(args)
     run_dir = args.run_dir or default_run_dir(args)
     check_output_dir(run_dir, "--run-dir")
     tables = resolve_table(load_profile(args.device).name, args.tables, args.work_dir)[0]

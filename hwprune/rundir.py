@@ -95,6 +95,23 @@ class RunSummary:
         return cls(**known, extra={k: v for k, v in doc.items() if k not in names})
 
 
+def _check_model_file(model: str, sha256: Any, run_path: Path) -> None:
+    """Refuse a user model file whose content differs from the one the run recorded."""
+    import hashlib
+
+    target = model.rpartition(":")[0]
+    if not sha256 or not target.endswith(".py"):
+        return
+    try:
+        digest = hashlib.sha256(Path(target).read_bytes()).hexdigest()
+    except OSError as exc:
+        raise ConfigError(f"model file '{target}' cannot be read: {exc.strerror or exc}") from exc
+    if digest != sha256:
+        raise ConfigError(f"model file '{target}' is not the one run '{run_path}' pruned "
+                          f"(sha256 {digest[:12]}..., the run recorded {str(sha256)[:12]}...)",
+                          "pass the model file the search used")
+
+
 class RunDir:
     """One run directory; see the module docstring for its files."""
 
@@ -138,6 +155,9 @@ class RunDir:
     def open(cls, path: str | os.PathLike) -> "RunDir":
         """An existing run directory, to read."""
         run = cls(path)
+        if run.path.exists() and not run.path.is_dir():
+            raise ConfigError(f"run directory '{run.path}' is a file, not a folder",
+                              "pass the folder `hwprune search` wrote")
         if not run.path.is_dir():
             raise ConfigError(f"run directory '{run.path}' does not exist",
                               "pass the folder `hwprune search` wrote")
@@ -175,6 +195,36 @@ class RunDir:
             raise ConfigError(f"search in '{self.path}' has status '{summary.status}', not '{FINISHED}'",
                               "resume it with `hwprune search` (same run directory) before exporting")
         return summary
+
+    def model_to_load(self, summary: RunSummary, model: str | None = None) -> tuple[str, tuple[int, ...]]:
+        """The model spec and input shape to rebuild this run's model with, without
+        importing anything the run directory names.
+
+        A zoo model is rebuilt from the zoo. A user model must be given by the caller
+        (``model``: ``path/to/file.py:factory`` or ``package.module:factory``): whoever can
+        write a run directory must not choose code for its reader to run. When the run
+        recorded the model file's sha256 (``summary.model["sha256"]``), a file that differs
+        is refused before it is imported.
+        """
+        from hwprune.models import ZOO
+
+        rec = summary.model if isinstance(summary.model, dict) else {}
+        spec, shape = rec.get("spec"), rec.get("input_shape")
+        try:
+            shape = tuple(int(s) for s in shape) if shape is not None else None
+        except (TypeError, ValueError):
+            shape = None
+        if not isinstance(spec, str) or not shape or len(shape) != 4 or min(shape) < 1:
+            raise ConfigError(f"the summary of '{self.path}' does not name the model it pruned",
+                              "rerun hwprune search into a new run directory")
+        if model is None:
+            if spec not in ZOO:
+                raise ConfigError(f"run '{self.path}' pruned the user model {spec!r}, and hwprune does not "
+                                  "import code a run directory names",
+                                  "pass the model yourself, e.g. load_pruned(RUN, model='path/to/net.py:build')")
+            return spec, shape
+        _check_model_file(model, rec.get("sha256"), self.path)
+        return model, shape
 
     def load_plan(self) -> Any:
         from hwprune.pruning import PruningPlan

@@ -63,6 +63,9 @@ def run(args: argparse.Namespace) -> int:
     from hwprune._paths import tables_dir
     from hwprune.devices import list_profiles
 
+    from hwprune.cli._checks import check_tables_to_read
+
+    check_tables_to_read(args)
     rows = [_device_row(name, args) for name in list_profiles()]
     if args.format == "json":
         emit_json(rows)

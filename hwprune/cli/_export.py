@@ -45,14 +45,18 @@ def run(args: argparse.Namespace) -> int:
     from hwprune._paths import tuning_db_dir
     from hwprune.compile import export_artifact
 
-    if args.out:
-        check_output_dir(args.out, "--out")
+    from pathlib import Path
+
+    from hwprune.rundir import RunDir
+
+    RunDir.open(args.run_dir)  # a missing run, or a file, in one line before TVM loads
+    check_output_dir(args.out or args.run_dir, "--out" if args.out else "RUN (the artifact goes inside)")
+    if args.tuning_db:
+        check_output_dir(args.tuning_db, "--tuning-db")
     if not args.debug:
         logging.getLogger("tvm").setLevel(logging.WARNING)  # MetaSchedule logs every task
     database = args.tuning_db
     if database is None and args.tune_trials:
-        from pathlib import Path
-
         database = tuning_db_dir(Path(args.device or "run-device").stem, args.work_dir)
     meta = export_artifact(args.run_dir, args.device, out_dir=args.out, tune_trials=args.tune_trials,
                            database_dir=database, allow_tar=args.allow_tar,

@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from hwprune.cli._checks import check_tables_to_read
 from hwprune.cli._fmt import emit_json, fmt_ms, table
 from hwprune.cli._options import add_device, add_format, add_keep_layers, add_model, add_rescale, add_timing, drift_note, load_model
 from hwprune.errors import ConfigError
@@ -56,6 +57,7 @@ def run(args: argparse.Namespace) -> int:
     from hwprune.latency._store import table_warning
     from hwprune.pruning import PruningPlan, analyze
 
+    check_tables_to_read(args)
     profile = load_profile(args.device)
     analysis = analyze(load_model(args))
     plan = PruningPlan.load(args.plan) if args.plan else analysis.space.dense_plan()

@@ -78,7 +78,8 @@ def main(argv: list[str] | None = None) -> int:
     except HwpruneError as exc:
         if args.debug:
             raise
-        print(f"hwprune: error: {exc}", file=sys.stderr)
+        text = " ".join(line.strip() for line in str(exc).splitlines() if line.strip())  # one line, always
+        print(f"hwprune: error: {text}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("hwprune: interrupted; rerun the same command to resume", file=sys.stderr)

@@ -153,3 +153,14 @@ def check_output_dir(path, flag: str) -> None:
         raise ConfigError(f"{flag} '{p}' lies under the file '{probe}'", f"choose another {flag}")
     if not os.access(probe, os.W_OK | os.X_OK):
         raise ConfigError(f"{flag} '{p}' cannot be written ('{probe}' is not writable)", f"choose another {flag}")
+    import shutil
+
+    free = shutil.disk_usage(probe).free
+    if free < MIN_FREE_BYTES:
+        raise ConfigError(f"{flag} '{p}' has no space left ({free / 2**20:.1f} MiB free on '{probe}', "
+                          f"at least {MIN_FREE_BYTES / 2**20:.0f} MiB needed)", "free some space or choose another "
+                          f"{flag}")
+
+
+#: what an output folder needs free before a command starts writing (tables, runs, artifacts)
+MIN_FREE_BYTES = 32 * 2**20

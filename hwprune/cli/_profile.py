@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from hwprune.cli._checks import host_port
 from hwprune.cli._fmt import emit_json
 from hwprune.cli._options import (add_device, add_format, add_keep_layers, add_model, add_timing, check_output_dir, float_in,
                                   int_at_least, load_model, timing_protocol)
@@ -32,7 +33,7 @@ def add_parser(sub) -> None:
     add_keep_layers(s)
     g = s.add_argument_group("where the device is")
     g.add_argument("--runner", metavar="CMD", help="command that runs 'hwprune worker' on the device")
-    g.add_argument("--rpc", metavar="HOST:PORT", help="TVM RPC tracker address")
+    g.add_argument("--rpc", metavar="HOST:PORT", type=host_port, help="TVM RPC tracker address")
     g.add_argument("--key", help="device key registered with the TVM RPC tracker")
     g.add_argument("--estimate", action="store_true", help="fill the table with analytic estimates")
     s.add_argument("--anchors", type=int_at_least(2), default=5,

@@ -5,6 +5,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from hwprune.cli._checks import check_tables_to_read
 from hwprune.cli._fmt import emit_json
 from hwprune.cli._options import (add_device, add_format, add_keep_layers, add_model, add_rescale, check_output_dir,
                                   float_in, int_at_least, keep_layers)
@@ -154,6 +155,7 @@ def run(args: argparse.Namespace) -> int:
     if args.storage is None and os.environ.get("HWPRUNE_STORAGE"):
         args.storage = "env:HWPRUNE_STORAGE"  # the URL itself stays out of messages
     _check(args)
+    check_tables_to_read(args)
     run_dir = args.run_dir or default_run_dir(args)
     check_output_dir(run_dir, "--run-dir")
     try:

@@ -37,13 +37,16 @@ PROTOCOL_VERSION = 1
 
 
 def serve(stdin: TextIO = sys.stdin, stdout: TextIO = sys.stdout) -> int:
+    """Answer requests until ``quit`` or end of input. Every malformed request (not JSON,
+    not an object, an unknown command, missing or mistyped fields) is answered with
+    ``{"error": ...}`` and the worker goes on serving."""
     def send(obj: dict) -> None:
         stdout.write(json.dumps(obj) + "\n")
         stdout.flush()
 
     send({"hwprune_worker": PROTOCOL_VERSION, "version": __version__})
-    settings = {"runtime": "onnxruntime", "threads": 1, "level": "all", "provider": "CPUExecutionProvider"}
-    runtime = None
+    state: dict[str, Any] = {"settings": {"runtime": "onnxruntime", "threads": 1, "level": "all",
+                                          "provider": "CPUExecutionProvider"}, "runtime": None}
     for line in stdin:
         line = line.strip()
         if not line:
@@ -51,30 +54,90 @@ def serve(stdin: TextIO = sys.stdin, stdout: TextIO = sys.stdout) -> int:
         try:
             msg = json.loads(line)
         except json.JSONDecodeError as exc:
-            send({"error": f"bad request: {exc}"})
+            send({"error": f"bad request: not JSON ({exc})"})
             continue
-        cmd = msg.get("cmd")
-        if cmd == "quit":
+        if not isinstance(msg, dict):
+            send({"error": f"bad request: a JSON {type(msg).__name__}, not an object"})
+            continue
+        if msg.get("cmd") == "quit":
             break
         try:
-            if cmd == "describe":
-                settings.update({k: msg[k] for k in settings if k in msg})
-                runtime = open_runtime(RuntimeSpec(settings["runtime"], int(settings["threads"]),
-                                                   settings["level"], settings["provider"]))
-                send({"describe": runtime.facts()})
-            elif cmd == "profile_nodes":
-                runtime = runtime or open_runtime(RuntimeSpec("onnxruntime"))
-                send({"nodes": runtime.profile_nodes(base64.b64decode(msg["onnx_b64"]), int(msg.get("runs", 50)))})
-            elif cmd == "measure":
-                runtime = runtime or open_runtime(RuntimeSpec("onnxruntime"))
-                proto = TimingProtocol(**msg.get("protocol", {}))
-                res = runtime.time([base64.b64decode(msg["onnx_b64"])], proto, [msg["key"]])[0]
-                send({"measurement": res.to_dict()})
-            else:
-                send({"error": f"unknown command {cmd!r}"})
-        except Exception as exc:
+            send(_answer(msg, state))
+        except _BadRequest as exc:
+            send({"error": f"bad request: {exc}"})
+        except Exception as exc:  # the worker outlives any one request
             send({"error": f"{type(exc).__name__}: {exc}"})
     return 0
+
+
+class _BadRequest(ValueError):
+    pass
+
+
+def _field(msg: dict, name: str, kind: type | tuple[type, ...], default: Any = ...) -> Any:
+    """``msg[name]`` when it has the right type (bool is not a number here)."""
+    if name not in msg:
+        if default is ...:
+            raise _BadRequest(f"'{msg.get('cmd')}' needs '{name}'")
+        return default
+    value = msg[name]
+    if isinstance(value, bool) and bool not in (kind if isinstance(kind, tuple) else (kind,)) \
+            or not isinstance(value, kind):
+        raise _BadRequest(f"'{name}' must be {getattr(kind, '__name__', kind)}, got {value!r}")
+    return value
+
+
+def _onnx(msg: dict) -> bytes:
+    try:
+        return base64.b64decode(_field(msg, "onnx_b64", str), validate=True)
+    except (ValueError, TypeError) as exc:
+        if isinstance(exc, _BadRequest):
+            raise
+        raise _BadRequest("'onnx_b64' is not base64") from exc
+
+
+def _protocol(msg: dict) -> TimingProtocol:
+    doc = _field(msg, "protocol", dict, {})
+    known = set(TimingProtocol.__dataclass_fields__)
+    unknown = sorted(set(doc) - known)
+    if unknown:
+        raise _BadRequest(f"unknown protocol fields {unknown}; known: {sorted(known)}")
+    for name in ("warmup", "repeats"):
+        v = doc.get(name, 1)
+        if isinstance(v, bool) or not isinstance(v, int) or v < (1 if name == "repeats" else 0):
+            raise _BadRequest(f"protocol '{name}' must be an integer >= {1 if name == 'repeats' else 0}, got {v!r}")
+    for name in ("min_time_s", "timeout_s"):
+        v = doc.get(name, 1.0)
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not v >= 0 or v == float("inf"):
+            raise _BadRequest(f"protocol '{name}' must be a finite number >= 0, got {v!r}")
+    return TimingProtocol(**doc)
+
+
+def _answer(msg: dict, state: dict[str, Any]) -> dict:
+    cmd = msg.get("cmd")
+    if cmd == "describe":
+        settings = dict(state["settings"])
+        for k in settings:
+            if k in msg:
+                settings[k] = _field(msg, k, int if k == "threads" else str)
+        if settings["threads"] < 1:
+            raise _BadRequest(f"'threads' must be >= 1, got {settings['threads']}")
+        state["runtime"] = open_runtime(RuntimeSpec(settings["runtime"], settings["threads"],
+                                                    settings["level"], settings["provider"]))
+        state["settings"] = settings
+        return {"describe": state["runtime"].facts()}
+    if cmd == "profile_nodes":
+        onnx, runs = _onnx(msg), _field(msg, "runs", int, 50)
+        if runs < 1:
+            raise _BadRequest(f"'runs' must be >= 1, got {runs}")
+        state["runtime"] = state["runtime"] or open_runtime(RuntimeSpec("onnxruntime"))
+        return {"nodes": state["runtime"].profile_nodes(onnx, runs)}
+    if cmd == "measure":
+        key, onnx, proto = _field(msg, "key", str), _onnx(msg), _protocol(msg)
+        state["runtime"] = state["runtime"] or open_runtime(RuntimeSpec("onnxruntime"))
+        res = state["runtime"].time([onnx], proto, [key])[0]
+        return {"error": f"cannot time {key}: {res.error}"} if res.error else {"measurement": res.to_dict()}
+    raise _BadRequest(f"unknown command {cmd!r}; known: describe, measure, profile_nodes, quit")
 
 
 class WorkerRunner(Runner):

@@ -29,7 +29,8 @@ __all__ = ["KernelSig", "LatencyTable", "Entry", "Source", "TableMeta", "Calibra
 
 
 def open_table(device: str, tables: str | Path | None = None, check_fresh: bool = True) -> LatencyTable:
-    """Load the device's table (yours, else the shipped one); for the host, refuse a table
+    """Load the device's table (yours, else the shipped one); refuse a table of another
+    device (its metadata names another device or runtime) and, for the host, a table
     measured elsewhere (stale).
 
     Read-only and cheap: freshness is checked on the runtime's identity
@@ -44,6 +45,7 @@ def open_table(device: str, tables: str | Path | None = None, check_fresh: bool 
     if not profile.measurable_here and not LatencyTable.exists(directory, profile.name):
         return LatencyTable.load(directory, profile.name, create=True)  # filled by estimates
     table = LatencyTable.load(directory, profile.name)
+    table.check_profile(profile)  # a table of another device copied in under this name
     if check_fresh and profile.measurable_here and table.measured_keys():
         table.check_fresh(profile.local_runtime().identity())
     return table

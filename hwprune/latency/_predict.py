@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from hwprune.errors import MissingKernelsError
+from hwprune.errors import MissingKernelsError, PlanError
 from hwprune.latency._grid import needed_keys, own_grid_values
 from hwprune.latency._records import CalibrationPoint
 from hwprune.latency._table import LatencyTable
@@ -119,8 +119,26 @@ class LatencyPredictor:
                 continue
             out.append(KernelTime(t.name, key, ms, self.sources.get(key, "?")))
         if missing:
+            self._refuse_off_grid(plan)
             self._raise_missing(missing)
         return out
+
+    def _refuse_off_grid(self, plan: PruningPlan) -> None:
+        """A plan whose counts are off the groups' channel grids cannot be predicted from a
+        table of grid counts, and profiling cannot fill it: say so, with the nearest counts
+        (the plan is refused, not interpolated)."""
+        full = self.analysis.space.full_keep(plan)
+        off = [(g, full[g.name]) for g in self.analysis.space.groups if full[g.name] not in g.choices]
+        if not off:
+            return
+        g, k = off[0]
+        near = [c for c in (max((c for c in g.choices if c < k), default=None),
+                            min((c for c in g.choices if c > k), default=None)) if c is not None]
+        more = f" (and {len(off) - 1} more groups off their grids)" if len(off) > 1 else ""
+        raise PlanError(f"group '{g.name}' keeps {k} channels, which is not on its channel grid; nearest: "
+                        f"{' or '.join(map(str, near))}{more}. The '{self.table.device}' table holds grid counts "
+                        "only, so this plan is refused (not interpolated)",
+                        "use grid counts (plans from hwprune search or prune --ratio have them)")
 
     def _raise_missing(self, missing: list[str]) -> None:
         from hwprune.models import ZOO
@@ -147,6 +165,7 @@ class LatencyPredictor:
             else:
                 total += ms
         if missing:
+            self._refuse_off_grid(plan)
             self._raise_missing(missing)
         return total
 

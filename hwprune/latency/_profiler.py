@@ -62,11 +62,9 @@ def _start(table: LatencyTable, runner: Runner, rebuild: bool) -> tuple[dict[str
             stale_note = f"{str(exc).split('; re-measure')[0]}; moved to {table.archive()}"
             rebuild = True
     if rebuild:
-        table.rows.clear()
-        table.pending_calibration.clear()
-        table.meta.calibration = []
-        table.meta.models = {}
+        table.reset()
     table.meta.measured_on = dict(facts)
+    table.meta.runtime = facts.get("runtime") or table.meta.runtime
     table.meta.timing_protocol = dict(runner.protocol.__dict__, statistic="median",
                                       note="one onnxruntime session per micro model, "
                                            "seeded random inputs, wall clock per run")

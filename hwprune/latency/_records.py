@@ -25,7 +25,8 @@ from hwprune.runtimes.kernels import SIG_FIELDS, KernelSig
 
 __all__ = ["Source", "Timing", "Entry", "CalibrationPoint", "CalibrationRound", "TableMeta",
            "TABLE_SCHEMA", "READABLE_SCHEMAS", "COLUMNS", "now_iso", "entry_to_cells",
-           "entry_from_cells", "entry_to_json", "entry_from_json", "legacy_entry"]
+           "entry_from_cells", "entry_to_json", "entry_from_json", "legacy_entry", "check_entry",
+           "calibration_round_from_json"]
 
 #: Schema 2 adds the ``timing`` and ``samples_ms`` columns (schema 1 dropped samples on save).
 TABLE_SCHEMA = 2
@@ -239,6 +240,8 @@ class TableMeta:
     device: str
     schema_version: int = TABLE_SCHEMA
     created: str = field(default_factory=now_iso)
+    #: the runtime that times this device's kernels (the device profile's ``runtime.name``)
+    runtime: str | None = None
     updated: str | None = None
     measured_on: dict[str, Any] = field(default_factory=dict)
     timing_protocol: dict[str, Any] = field(default_factory=dict)
@@ -270,9 +273,49 @@ class TableMeta:
         known["calibration"] = [CalibrationPoint.from_dict(p) for p in d.get("calibration", [])]
         return cls(**known, extra={k: v for k, v in d.items() if k not in names})
 
+    @property
+    def runtime_name(self) -> str | None:
+        """The runtime this table was timed with: recorded, else the measuring facts'."""
+        return self.runtime or (self.measured_on or {}).get("runtime") or None
+
     def get(self, name: str, default: Any = None) -> Any:
         """Dict-style read (``meta.get("models", {})``) for code written against the JSON."""
         if name in {f.name for f in fields(self)} - {"extra"}:
             value = getattr(self, name)
             return default if value is None else value
         return self.extra.get(name, default)
+
+
+# ---- validation of what a journal hands back ---------------------------------------------
+def _finite_at_least_0(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and value >= 0
+
+
+def check_entry(entry: Entry) -> None:
+    """Raise ValueError unless ``entry`` can stand in a table: a parsable kernel key, a
+    finite latency >= 0, finite statistics, and a measured row timed at least once."""
+    try:
+        KernelSig.from_key(entry.key)
+    except (KeyError, ValueError, IndexError) as exc:
+        raise ValueError(f"kernel key {entry.key!r} is malformed") from exc
+    if not _finite_at_least_0(entry.latency_ms):
+        raise ValueError(f"latency_ms {entry.latency_ms!r} of {entry.key} is not a finite number >= 0")
+    for name in ("p10_ms", "p90_ms", "std_ms", "raw_median_ms"):
+        value = getattr(entry, name)
+        if value is not None and not _finite_at_least_0(value):
+            raise ValueError(f"{name} {value!r} of {entry.key} is not a finite number >= 0")
+    if not all(_finite_at_least_0(x) for x in entry.samples_ms):
+        raise ValueError(f"samples_ms of {entry.key} are not all finite numbers >= 0")
+    if entry.runs is not None and (isinstance(entry.runs, bool) or entry.runs < 1) \
+            and entry.source is Source.MEASURED:
+        raise ValueError(f"measured row {entry.key} was timed {entry.runs!r} times (at least 1 needed)")
+
+
+def calibration_round_from_json(d: dict[str, Any]) -> CalibrationRound:
+    """A journaled calibration round, checked (ValueError/TypeError/KeyError when malformed)."""
+    rnd = CalibrationRound.from_json(d)
+    if rnd.rounds < 1 or not isinstance(d.get("times"), dict):
+        raise ValueError(f"calibration round of {rnd.model!r} is malformed")
+    if not all(_finite_at_least_0(ms) and ms > 0 for ms in rnd.times.values()):
+        raise ValueError(f"calibration round of {rnd.model!r} holds a time that is not a finite number > 0")
+    return rnd

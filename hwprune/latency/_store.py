@@ -13,6 +13,7 @@ import shutil
 from pathlib import Path
 
 from hwprune.errors import HwpruneError
+from hwprune.latency._lock import table_lock
 from hwprune.latency._table import LatencyTable
 
 __all__ = ["table_for_update", "table_warning"]
@@ -20,25 +21,40 @@ __all__ = ["table_for_update", "table_warning"]
 
 def table_for_update(profile, directory: Path) -> tuple[LatencyTable, str | None]:
     """The user's table of ``profile`` in ``directory``, seeded from the shipped table on
-    first use; and a note on what was done (None: the user's table already existed)."""
+    first use; and a note on what was done (None: the user's table already existed).
+
+    A table that belongs to another device (its metadata names another device or
+    runtime) is refused with a :class:`~hwprune.errors.TableError`."""
     from hwprune._paths import shipped_tables_dir
 
     shipped = shipped_tables_dir()
-    if LatencyTable.exists(directory, profile.name) or directory.resolve() == shipped.resolve():
-        return LatencyTable.load(directory, profile.name, create=True), None
     note = None
-    if LatencyTable.exists(shipped, profile.name):
-        try:
-            base = LatencyTable.load(shipped, profile.name)
-            if profile.measurable_here and base.measured_keys():
-                base.check_fresh(profile.local_runtime().identity())
-            directory.mkdir(parents=True, exist_ok=True)
-            for src in LatencyTable.paths(shipped, profile.name)[:2]:
-                shutil.copyfile(src, directory / src.name)
-            note = f"started from the shipped '{profile.name}' table ({len(base.rows)} entries)"
-        except HwpruneError as exc:
-            note = f"the shipped '{profile.name}' table does not describe this machine ({exc.args[0]}); starting a new one"
-    return LatencyTable.load(directory, profile.name, create=True), note
+    if not LatencyTable.exists(directory, profile.name) and directory.resolve() != shipped.resolve() \
+            and LatencyTable.exists(shipped, profile.name):
+        with table_lock(directory, profile.name):  # another profile may be seeding it right now
+            if not LatencyTable.exists(directory, profile.name):
+                note = _seed(profile, shipped, directory)
+    table = LatencyTable.load(directory, profile.name, create=True)
+    table.check_profile(profile)
+    if table.meta.runtime is None:
+        table.meta.runtime = (profile.runtime or {}).get("name")
+    return table, note
+
+
+def _seed(profile, shipped: Path, directory: Path) -> str:
+    """Copy the shipped table into ``directory`` when it describes this device; the note."""
+    try:
+        base = LatencyTable.load(shipped, profile.name)
+        base.check_profile(profile)
+        if profile.measurable_here and base.measured_keys():
+            base.check_fresh(profile.local_runtime().identity())
+        directory.mkdir(parents=True, exist_ok=True)
+        for src in LatencyTable.paths(shipped, profile.name)[:2]:
+            shutil.copyfile(src, directory / src.name)
+        return f"started from the shipped '{profile.name}' table ({len(base.rows)} entries)"
+    except HwpruneError as exc:
+        return (f"the shipped '{profile.name}' table does not describe this machine ({exc.args[0]}); "
+                "starting a new one")
 
 
 def table_warning(table_kind: str, profile, model_spec: str, estimator: dict | None = None) -> str | None:

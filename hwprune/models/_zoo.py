@@ -133,12 +133,13 @@ def load_model(spec: str, weights: str | Path | None = None,
 
 def _load_weights(model: nn.Module, path: Path, spec: str) -> None:
     if not path.is_file():
-        raise ModelError(f"weights file '{path}' does not exist")
+        raise ModelError(f"weights file '{path}' {'is a folder' if path.is_dir() else 'does not exist'}",
+                         "pass a state_dict saved with torch.save(model.state_dict(), PATH)")
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        state = torch.load(path, map_location="cpu", weights_only=True)  # never run pickled code
     except Exception as exc:
-        raise ModelError(f"cannot read weights '{path}': {type(exc).__name__}: {exc}",
-                         "pass a state_dict saved with torch.save(model.state_dict(), f)") from exc
+        raise ModelError(f"weights file '{path}' {_weights_problem(path, exc)}",
+                         "pass a state_dict saved with torch.save(model.state_dict(), PATH)") from exc
     if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
         state = state["state_dict"]
     if not isinstance(state, dict):
@@ -149,6 +150,24 @@ def _load_weights(model: nn.Module, path: Path, spec: str) -> None:
         first = str(exc).strip().splitlines()
         detail = " ".join(line.strip() for line in first[1:3]) or first[0]
         raise ModelError(f"weights '{path}' do not fit model '{spec}': {detail}") from exc
+
+
+def _weights_problem(path: Path, exc: Exception) -> str:
+    """What is wrong with a weights file torch cannot load, in a few words (torch's own
+    messages run to paragraphs)."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(4)
+    except OSError as err:
+        return f"cannot be read ({err.strerror or err})"
+    if not head:
+        return "is empty"
+    if not (head.startswith(b"PK") or head.startswith(b"\x80")):
+        return "is not a file saved by torch.save (neither a PyTorch zip archive nor a pickle)"
+    if "Weights only load failed" in str(exc):
+        return ("holds Python objects besides tensors (e.g. a whole pickled model), which hwprune "
+                "does not unpickle")
+    return f"is damaged ({type(exc).__name__} while reading it)"
 
 
 def _check_forward(lm: LoadedModel) -> None:

@@ -15,6 +15,15 @@ __all__ = ["PruningPlan", "PLAN_SCHEMA"]
 PLAN_SCHEMA = 1
 
 
+def _count(value: Any, what: str) -> int:
+    """A channel count as the plan file gives it: a whole number (12.7 is refused, not
+    truncated to 12)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) \
+            or (isinstance(value, float) and not value.is_integer()):
+        raise PlanError(f"{what} must be a whole number of channels, got {value!r}")
+    return int(value)
+
+
 @dataclass
 class PruningPlan:
     """Kept channels per coupled group of one model.
@@ -56,8 +65,9 @@ class PruningPlan:
                 raise PlanError(f"{source}: schema_version {doc.get('schema_version')!r} "
                                 f"is not supported (expected {PLAN_SCHEMA})")
             groups = doc["groups"]
-            keep = {str(g): int(v["keep"]) for g, v in groups.items()}
-            dense = {str(g): int(v["dense"]) for g, v in groups.items() if v.get("dense") is not None}
+            keep = {str(g): _count(v["keep"], f"{source}: group '{g}' keep") for g, v in groups.items()}
+            dense = {str(g): _count(v["dense"], f"{source}: group '{g}' dense")
+                     for g, v in groups.items() if v.get("dense") is not None}
             return cls(model_id=str(doc["model_id"]),
                        input_shape=tuple(int(s) for s in doc["input_shape"]),
                        keep=keep, dense=dense,

@@ -8,6 +8,7 @@ it loads only into a model pruned by the same plan::
 
     from hwprune.search import load_pruned
     model = load_pruned("runs/demo")          # rebuilds from plan.json, loads model.pt
+    model = load_pruned("runs/mine", model="nets/my_net.py:build")  # a user model: name it yourself
 
 which is ``PruningSpace(load_model(spec, pretrained=False)).apply(plan)`` followed by
 ``load_state_dict``: the plan fixes every tensor shape, the weights come from model.pt.
@@ -19,7 +20,6 @@ from typing import Any, Callable, Sequence
 
 import torch
 
-from hwprune.errors import ConfigError
 from hwprune.rundir import RunDir
 from hwprune.search._steps import (SearchConfig, choose_winner, measure_winner, prepare_search,
                                    run_study, write_run)
@@ -87,23 +87,24 @@ def run_search(*, model: str, weights: str | os.PathLike | None = None,
     return {**summary.to_dict(), "run_dir": str(setup.run.path)}
 
 
-def load_pruned(run_dir: str | os.PathLike) -> torch.nn.Module:
+def load_pruned(run_dir: str | os.PathLike, model: str | None = None) -> torch.nn.Module:
     """Rebuild the pruned model of a finished run: architecture from ``plan.json``,
     weights from ``model.pt``. Returns the module in eval mode. An unfinished or
     incomplete run raises :class:`~hwprune.errors.ConfigError`.
 
-    >>> model = load_pruned("runs/demo")   # doctest: +SKIP
+    Nothing named inside the run directory is imported: a zoo model needs nothing more;
+    for a user model pass ``model`` (the ``path/to/file.py:factory`` or
+    ``package.module:factory`` the search pruned). Weights are read with
+    ``weights_only=True``.
+
+    >>> model = load_pruned("runs/demo")                              # doctest: +SKIP
+    >>> model = load_pruned("runs/mine", model="nets/my_net.py:build")  # doctest: +SKIP
     """
-    from hwprune.models import load_model
-    from hwprune.pruning import PruningSpace
+    from hwprune.pruning import rebuild_pruned
 
     run = RunDir.open(run_dir)
     summary = run.require_finished(RunDir.MODEL)
-    spec = summary.model or {}
-    if "spec" not in spec or "input_shape" not in spec:
-        raise ConfigError(f"the summary of '{run.path}' does not name the model it pruned",
-                          "rerun hwprune search into a new run directory")
-    lm = load_model(spec["spec"], None, tuple(spec["input_shape"]), pretrained=False)
-    model = PruningSpace(lm).apply(run.load_plan())
-    model.load_state_dict(run.load_state_dict())
-    return model.eval()
+    spec, _ = run.model_to_load(summary, model)
+    pruned = rebuild_pruned(spec, run.load_plan())   # pins and tied channels as the plan records them
+    pruned.load_state_dict(run.load_state_dict())
+    return pruned.eval()

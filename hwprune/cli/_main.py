@@ -8,6 +8,7 @@ exit with code 1; ``--debug`` shows the traceback.
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import warnings
 
@@ -80,6 +81,9 @@ def main(argv: list[str] | None = None) -> int:
             raise
         text = " ".join(line.strip() for line in str(exc).splitlines() if line.strip())  # one line, always
         print(f"hwprune: error: {text}", file=sys.stderr)
+        if getattr(args, "format", "text") == "json":  # a machine reading stdout gets an object too
+            message = " ".join(line.strip() for line in str(exc.args[0] if exc.args else exc).splitlines())
+            print(json.dumps({"error": message, "hint": exc.hint, "type": type(exc).__name__, "exit_code": 1}))
         return 1
     except KeyboardInterrupt:
         print("hwprune: interrupted; rerun the same command to resume", file=sys.stderr)

@@ -123,6 +123,11 @@ def default_run_dir(args: argparse.Namespace) -> str:
     return str(runs_dir(args.work_dir) / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}")
 
 
+def _say(message: str) -> None:
+    """The search's phases as they happen (stderr: stdout carries the result)."""
+    print(f"hwprune: {message}", file=sys.stderr, flush=True)
+
+
 def _search(args: argparse.Namespace, run_dir: str) -> dict:
     from hwprune._paths import resolve_table
     from hwprune.devices import load_profile
@@ -143,9 +148,11 @@ def _search(args: argparse.Namespace, run_dir: str) -> dict:
         data_dir=args.data, task=args.task, tables=tables, calibration_images=args.calibration_images,
         val_images=args.val_images, measure=not args.no_measure, rescale=not args.no_rescale,
         keep_layers=keep_layers(args),
-        progress=not args.no_progress and sys.stderr.isatty())
+        progress=not args.no_progress and sys.stderr.isatty(),
+        log=None if args.format == "json" else _say)
     if args.workers > 1:
-        return run_local_workers(SearchConfig(**kw, **workers), args.workers)
+        log = kw.pop("log")
+        return run_local_workers(SearchConfig(**kw, **workers), args.workers, log)
     return run_search(**kw, **workers)
 
 

@@ -110,7 +110,7 @@ def finetune_finalists(space: PruningSpace, finalists: list[tuple[str, PruningPl
         model, ft = prune_and_recover(space, plan, data, calibration_images=calibration_images,
                                       teacher=dense, recipe=recipe, progress=progress)
         val = evaluate(model, data.val)
-        rows.append({"finalist": label, "val_accuracy": val, "finetune_s": ft.wall_s,
+        rows.append({"finalist": label, "val_accuracy": val, "finetune_s": ft.wall_s, "predicted_ms": None,
                      "final_loss": ft.final_loss, "keep": dict(space.full_keep(plan))})
         say(f"finalist {i + 1}/{len(finalists)} ({label}): val {val:.4f} after {recipe.steps} "
             "fine-tune steps")

@@ -144,6 +144,18 @@ def _table_warnings(predictor: Any, profile: Any, model_spec: str, floor_ms: flo
     return warnings
 
 
+def _loose_budget(budget: Budget, dense_ms: float, dense_bytes: int) -> list[str]:
+    """A budget the dense model already meets constrains nothing: every plan is feasible."""
+    out = []
+    if budget.latency_ms is not None and budget.latency_ms >= dense_ms:
+        out.append(f"the latency budget {budget.latency_ms:.4g} ms is {budget.latency_ms / dense_ms:.1f}x the dense "
+                   f"model's predicted {dense_ms:.4g} ms: every plan fits it, so it prunes nothing for speed")
+    if budget.memory_bytes is not None and budget.memory_bytes >= dense_bytes:
+        out.append(f"the memory budget is {budget.memory_bytes / dense_bytes:.1f}x the dense model's "
+                   f"{dense_bytes / 1e6:.2f} MB: every plan fits it")
+    return out
+
+
 def prepare_search(config: SearchConfig, log: Log | None = None) -> SearchSetup:
     """Load the model, its latency predictor and the task; parse the budget and stop early
     (:class:`~hwprune.errors.BudgetError`) when the pruning space cannot reach it, or when
@@ -170,11 +182,14 @@ def prepare_search(config: SearchConfig, log: Log | None = None) -> SearchSetup:
     if predictor.drift is not None and predictor.drift.significant:
         warnings.append(predictor.drift.describe(profile.name) + (
             f"; predictions scaled by {predictor.rescale:.2f}" if predictor.rescale != 1.0 else ""))
+    warnings += _loose_budget(budget, dense_ms, cost.cost(space.dense_plan()).memory_bytes)
     run = RunDir.create(config.run_dir, resume=config.resume, shared_study=bool(config.storage_url))
-    say(f"budget: {budget.describe()}; dense predicted {dense_ms:.4g} ms, "
-        f"fastest reachable {floor_ms:.4g} ms ({predictor.table.kind} table)")
     data = load_task(config.task, config.data_dir, lm.input_shape, lm.model_id)
     lm.model.eval()
+    say(f"budget: {budget.describe()}; dense predicted {dense_ms:.4g} ms, "
+        f"fastest reachable {floor_ms:.4g} ms ({predictor.table.kind} table)")
+    for w in warnings:  # said at the start, not only in the summary
+        say(f"warning: {w}")
     return SearchSetup(config, profile, lm, analysis, predictor, budget, dense_ms, floor_ms, data,
                        run, warnings, say, started)
 
@@ -248,6 +263,7 @@ def _finalists(setup: SearchSetup, study: StudyResult) -> tuple[dict[str, int], 
                                         progress=c.progress, say=setup.log)
     for j, row in enumerate(rows):
         row["chosen"] = j == i
+        row["predicted_ms"] = float(setup.predictor.predict_ms(cands[j][1]))
     return dict(space.full_keep(cands[i][1])), model, rows
 
 
@@ -373,6 +389,13 @@ def build_summary(setup: SearchSetup, study: StudyResult, winner: Winner, scores
         wall_s=time.perf_counter() - setup.started_s)
 
 
+def _winner_point(winner: Winner, scores: WinnerScores) -> dict[str, Any]:
+    """The winner as shipped: fine-tuned validation accuracy, predicted and measured latency."""
+    measured = scores.measured.get("pruned")
+    return {"val_accuracy": scores.accuracy["pruned"]["val"], "predicted_ms": winner.predicted_ms,
+            "measured_ms": measured["median_ms"] if measured else None}
+
+
 def write_run(setup: SearchSetup, study: StudyResult, winner: Winner, scores: WinnerScores) -> RunSummary:
     """Write the run directory: plan, model, ONNX, trials (and the Pareto front), the
     trials figure, then ``summary.md`` and, last, ``summary.json`` with status "finished"."""
@@ -388,6 +411,7 @@ def write_run(setup: SearchSetup, study: StudyResult, winner: Winner, scores: Wi
     title = f"{setup.lm.model_id} on {setup.profile.name}: {setup.budget.describe()}"
     run.write_figure(RunDir.PLOT, trials_figure(
         study.records, setup.budget, chosen=winner.chosen.number if winner.chosen else None,
-        dense_ms=setup.dense_ms, front=out.front if c.pareto else (), title=title))
+        dense_ms=setup.dense_ms, front=out.front if c.pareto else (), title=title,
+        finalists=winner.finalists, winner=_winner_point(winner, scores)))
     summary = build_summary(setup, study, winner, scores, files)
     return run.finish(summary, summary_markdown(summary))

@@ -190,3 +190,19 @@ def test_prune_keep_layers(tmp_path, capsys):
     code, _, err = run(capsys, "prune", "--model", "resnet20", "--keep-layers", "layer9",
                        "--ratio", "0.5", "--out", str(tmp_path / "x"))
     _one_line_error(code, err, "layer9")
+
+
+def test_json_errors_are_json_objects(capsys):
+    code, out, err = run(capsys, "latency", "--device", "nosuch", "--model", "demo", "--format", "json")
+    assert code == 1 and len(err.strip().splitlines()) == 1
+    doc = json.loads(out)
+    assert doc["type"] == "DeviceError" and "unknown device 'nosuch'" in doc["error"] and doc["hint"]
+
+
+def test_a_budget_the_dense_model_meets_is_called_out():
+    from hwprune.search import Budget
+    from hwprune.search._steps import _loose_budget
+
+    notes = _loose_budget(Budget(latency_ms=20.0), dense_ms=1.3, dense_bytes=10_000_000)
+    assert len(notes) == 1 and "15.4x the dense model's predicted 1.3 ms" in notes[0]
+    assert _loose_budget(Budget(latency_ms=0.5, memory_bytes=1_000), dense_ms=1.3, dense_bytes=10_000_000) == []

@@ -334,3 +334,18 @@ def test_search_leaves_out_counts_a_wider_count_matches_in_latency(setup, tmp_pa
         assert all(k in search.codec.choices[g] for g, k in r.keep.items())
     mem, _ = _search(setup, tmp_path / "mem", "80%", "60%", seed=0)
     assert all(mem.codec.choices[g.name] == list(g.choices) for g in space.groups)
+
+
+def test_search_says_each_phase_as_it_goes(tables, tmp_path) -> None:
+    """The search is never silent: the budget (and warnings) first, then the search, the
+    finalists' fine-tuning and the measurement, as they happen."""
+    task = tmp_path / "task.py"
+    task.write_text(textwrap.dedent(_TASK))
+    lines: list[str] = []
+    run_search(model="demo", latency="20ms", trials=2, seed=0, run_dir=tmp_path / "run", task=str(task),
+               tables=tables, finetune_steps=1, finalists=2, calibration_images=32, val_images=None,
+               progress=False, log=lines.append)
+    text = "\n".join(lines)
+    order = [text.index(k) for k in ("budget:", "every plan fits it", "search:", "fine-tuning", "measuring")]
+    assert order == sorted(order), text
+    assert "x the dense model's predicted" in text

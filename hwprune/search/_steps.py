@@ -171,7 +171,11 @@ def prepare_search(config: SearchConfig, log: Log | None = None) -> SearchSetup:
     lm = load_model(config.model, config.weights, config.input_shape)
     lm.keep_layers = config.keep_layers
     analysis = analyze(lm)
-    predictor = open_predictor(analysis, profile.name, config.tables, drift=True, rescale=config.rescale)
+    # workers of a shared study must agree on the budget and on every plan's feasibility:
+    # each would measure its own drift, so there the drift is reported, not applied
+    shared = bool(config.storage_url)
+    predictor = open_predictor(analysis, profile.name, config.tables, drift=True,
+                               rescale=config.rescale and not shared)
     space, cost = analysis.space, analysis.cost
     dense_ms = float(predictor.predict_ms(space.dense_plan()))
     budget = Budget.parse(config.latency, config.memory, dense_ms, cost.cost(space.dense_plan()).memory_bytes)
@@ -181,7 +185,8 @@ def prepare_search(config: SearchConfig, log: Log | None = None) -> SearchSetup:
     warnings = _table_warnings(predictor, profile, lm.spec or lm.model_id, floor_ms)
     if predictor.drift is not None and predictor.drift.significant:
         warnings.append(predictor.drift.describe(profile.name) + (
-            f"; predictions scaled by {predictor.rescale:.2f}" if predictor.rescale != 1.0 else ""))
+            f"; predictions scaled by {predictor.rescale:.2f}" if predictor.rescale != 1.0 else
+            "; not applied (workers of a shared study use the table's values)" if shared else ""))
     warnings += _loose_budget(budget, dense_ms, cost.cost(space.dense_plan()).memory_bytes)
     run = RunDir.create(config.run_dir, resume=config.resume, shared_study=bool(config.storage_url))
     data = load_task(config.task, config.data_dir, lm.input_shape, lm.model_id)

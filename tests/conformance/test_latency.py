@@ -58,7 +58,8 @@ def _check(name: str, tmp_path: Path, capsys) -> None:
     out = capsys.readouterr().out
     assert code == 0, out
     res = json.loads(out)
-    assert math.isclose(res["predicted_ms"], predicted, rel_tol=1e-9)
+    # the CLI re-times the table's reference model and follows the machine's drift, if any
+    assert math.isclose(res["predicted_ms"], predicted * res["rescale"], rel_tol=1e-9)
     measured = res["measured_ms"]
     assert abs(predicted - measured) <= TOLERANCE * measured, (name, predicted, measured)
     # a phone that cannot be measured from here: the analytic estimate covers every kernel

@@ -29,7 +29,7 @@ _BUSY = "import os, sys, time; os.sched_setaffinity(0, {int(sys.argv[1])}); end 
 @pytest.fixture(scope="module")
 def demo_table(tmp_path_factory):
     d = tmp_path_factory.mktemp("drift-tables")
-    a = analyze(load_model("demo", input_shape="1x1x112x112"))  # runs of ~10 ms: longer than a time slice
+    a = analyze(load_model("demo", input_shape="1x1x224x224"))  # runs of tens of ms: many time slices each
     runner = LocalRunner(protocol=TimingProtocol(warmup=2, repeats=5, min_time_s=0.0))
     profile_model(a, LatencyTable.load(d, "host", create=True), runner, anchors=2, progress=False)
     return a, d

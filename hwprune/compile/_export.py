@@ -315,17 +315,7 @@ def _verify_host(_tvm: Any, lib: Path, onnx_path: Path, inputs: list[Any], *, th
     tvm_out = tvm_sess.run(feeds)
     ort_sess = OrtRuntime(RuntimeSpec("onnxruntime", threads)).session(str(onnx_path))
     ort_out = ort_sess.run(feeds)
-    if len(tvm_out) != len(ort_out):
-        raise CompileError(f"compiled model returns {len(tvm_out)} outputs, onnxruntime {len(ort_out)}")
-    worst = 0.0
-    for a, b in zip(tvm_out, ort_out):
-        if a.shape != b.shape:
-            raise CompileError(f"compiled output shape {a.shape} differs from onnxruntime {b.shape}")
-        scale = float(np.max(np.abs(b))) or 1.0
-        worst = max(worst, float(np.max(np.abs(a.astype(np.float64) - b))) / scale)
-    if not worst <= tolerance:
-        raise CompileError(f"compiled model disagrees with onnxruntime: max abs diff / output scale "
-                           f"= {worst:.2e} > {tolerance:.0e}", "report this with the run directory")
+    worst = _compare(tvm_out, ort_out, tolerance, "the compiled model")
     protocol = TimingProtocol(warmup=warmup, repeats=repeats, min_time_s=0.0)
     tvm_ms = time_runs(tvm_sess.call(feeds), protocol, "tvm")
     ort_ms = time_runs(ort_sess.call(feeds), protocol, "onnxruntime")
@@ -336,6 +326,23 @@ def _verify_host(_tvm: Any, lib: Path, onnx_path: Path, inputs: list[Any], *, th
                 "tvm_p10_ms": tvm_ms.p10_ms, "tvm_p90_ms": tvm_ms.p90_ms,
                 "onnxruntime_median_ms": ort_ms.median_ms, "onnxruntime_version": ort_version()}
     return verification, measured
+
+
+def _compare(got: list[Any], ref: list[Any], tolerance: float, what: str) -> float:
+    """Max abs difference over output scale against onnxruntime's outputs; CompileError
+    when the outputs do not line up or differ by more than ``tolerance``."""
+    if len(got) != len(ref):
+        raise CompileError(f"{what} returns {len(got)} outputs, onnxruntime {len(ref)}")
+    worst = 0.0
+    for a, b in zip(got, ref):
+        if a.shape != b.shape:
+            raise CompileError(f"{what}: output shape {a.shape} differs from onnxruntime {b.shape}")
+        scale = float(np.max(np.abs(b))) or 1.0
+        worst = max(worst, float(np.max(np.abs(a.astype(np.float64) - b))) / scale)
+    if not worst <= tolerance:
+        raise CompileError(f"{what} disagrees with onnxruntime: max abs diff / output scale = {worst:.2e} > "
+                           f"{tolerance:.0e}", "report this with the run directory")
+    return worst
 
 
 def _verify_emulated(_tvm: Any, lib: Path, onnx_path: Path, inputs: list[Any], target: dict[str, Any],
@@ -361,17 +368,7 @@ def _verify_emulated(_tvm: Any, lib: Path, onnx_path: Path, inputs: list[Any], t
         return {"status": "skipped", "reason": f"the library targets {_tvm.host_triple(target)}, not this "
                 f"machine, and cannot be run under emulation here: {why}"}
     ref = OrtRuntime(RuntimeSpec("onnxruntime", 1)).session(str(onnx_path)).run(feeds)
-    if len(got) != len(ref):
-        raise CompileError(f"under {emulate.EMULATOR} the library returns {len(got)} outputs, onnxruntime {len(ref)}")
-    worst = 0.0
-    for a, b in zip(got, ref):
-        if a.shape != b.shape:
-            raise CompileError(f"under {emulate.EMULATOR} output shape {a.shape} differs from onnxruntime {b.shape}")
-        scale = float(np.max(np.abs(b))) or 1.0
-        worst = max(worst, float(np.max(np.abs(a.astype(np.float64) - b))) / scale)
-    if not worst <= tolerance:
-        raise CompileError(f"the aarch64 library disagrees with onnxruntime under {emulate.EMULATOR}: max abs "
-                           f"diff / output scale = {worst:.2e} > {tolerance:.0e}", "report this with the run directory")
+    worst = _compare(got, ref, tolerance, f"the aarch64 library under {emulate.EMULATOR}")
     return {"status": "passed", "reference": "onnxruntime", "where": emulate.EMULATOR, "seed": seed,
             "max_abs_diff_over_scale": worst, "tolerance": tolerance,
             "note": "outputs checked on an emulated aarch64 CPU; time it on the device"}

@@ -19,7 +19,6 @@ import csv
 import io
 import datetime as _dt
 import json
-import os
 import statistics
 import sys
 from pathlib import Path
@@ -120,9 +119,7 @@ def write_calibration(profile, samples, both, loo) -> None:
             for (tr, te), (fit, ev) in loo.items()}},
         "assumptions": ASSUMPTIONS,
     }
-    tmp = CALIBRATION.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(doc, indent=2) + "\n")
-    os.replace(tmp, CALIBRATION)
+    atomic_write(CALIBRATION, json.dumps(doc, indent=2) + "\n")
     for w in WIDTHS:
         write_nodes_csv(load_nodes(w), dataset_dir() / f"parsed_mobilenet_{w}.csv")
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from hwprune._io import atomic_write_with
 from hwprune.cli._fmt import emit_json, human_bytes, human_count, table
 from hwprune.cli._options import add_format, add_keep_layers, add_model, check_output_dir, float_in, load_model
 from hwprune.errors import ConfigError
@@ -77,9 +78,7 @@ def run(args: argparse.Namespace) -> int:
     out.mkdir(parents=True, exist_ok=True)
     plan.save(out / "plan.json")
     # a state_dict holds tensors only: torch.save of the module would pickle the user's class
-    tmp = out / "model_state_dict.pt.tmp"
-    torch.save(pruned.state_dict(), tmp)
-    tmp.replace(out / "model_state_dict.pt")
+    atomic_write_with(out / "model_state_dict.pt", lambda tmp: torch.save(pruned.state_dict(), tmp))
     export_onnx(pruned, lm.input_shape, out / "model.onnx")
     diff = check_onnx(pruned, out / "model.onnx", lm.input_shape)
     program, no_program = _standalone_program(pruned, lm.input_shape, out)

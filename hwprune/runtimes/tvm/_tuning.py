@@ -110,10 +110,10 @@ def load_decisions(database_dir: str | os.PathLike) -> dict[str, Any]:
 
 
 def _save_decisions(database_dir: str | os.PathLike, doc: dict[str, Any]) -> None:
-    path = _db_files(database_dir)[2]
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(doc, indent=1, sort_keys=True) + "\n")
-    os.replace(tmp, path)   # atomic: a killed export leaves the old decisions
+    from hwprune._io import atomic_write
+
+    # atomic: a killed export leaves the old decisions
+    atomic_write(_db_files(database_dir)[2], json.dumps(doc, indent=1, sort_keys=True) + "\n")
 
 
 def task_key(task_mod: Any) -> str:

@@ -265,9 +265,14 @@ def test_device_lease_one_measurement_at_a_time(storage, tmp_path) -> None:
 # --------------------------------------------------------------------------- secrets and bad input
 
 def _cli(capsys, args: list[str]) -> tuple[int, str]:
+    """Runs the CLI in-process; returns the exit code and stderr (under --format json, a failure's
+    stdout must be exactly one JSON object with the same message)."""
     code = main(args)
     cap = capsys.readouterr()
-    return code, cap.out + cap.err
+    if code != 0 and "--format" in args and args[args.index("--format") + 1] == "json":
+        lines = cap.out.strip().splitlines()
+        assert lines and json.loads(lines[-1])["exit_code"] == code, cap.out
+    return code, cap.err
 
 
 def _secret_url(pg_url: str, user: str, password: str) -> str:

@@ -598,9 +598,16 @@ def load_vm(lib: str | os.PathLike | Any, device: str = "cpu") -> tuple[Any, Any
 
 
 def set_num_threads(n: int) -> None:
-    """Pin TVM's CPU thread pool to ``n`` threads (1 = match onnxruntime's 1 thread)."""
+    """Size TVM's CPU thread pool to ``n`` threads (1 = match onnxruntime's 1 thread), free to
+    run on every core this process may use: no pinning, as a deployment that does not ask
+    for it runs. (TVM's "big cores" mode would pin the calling thread, and with it the rest
+    of the process, to one core.)"""
     tvm = import_tvm()
-    tvm.get_global_func("runtime.config_threadpool")(1, int(n))
+    cores = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
+    share_all_cores = -3  # threading::ThreadGroup::kSpecifyThreadShareAllCore
+    tvm.get_global_func("runtime.config_threadpool")(share_all_cores, int(n), [str(c) for c in cores])
+    if cores:
+        os.sched_setaffinity(0, cores)  # the calling thread keeps the cores it had
 
 
 def random_inputs(inputs: Sequence[OnnxInput], seed: int = 0) -> dict[str, np.ndarray]:

@@ -3,8 +3,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 from hwprune.cli._fmt import emit_json, fmt_ms
@@ -58,14 +56,9 @@ def run(args: argparse.Namespace) -> int:
     if not profile.measurable_here:
         raise DeviceError(f"'{profile.name}' is not this machine; bench times models here",
                           f"time it on the device, e.g. {profile.measure_hint('MODEL')}")
-    request = _request(args, profile)
-    proc = subprocess.run([sys.executable, "-m", "hwprune.runtimes._bench", json.dumps(request)],
-                          capture_output=True, text=True)
-    lines = proc.stdout.strip().splitlines()
-    result = json.loads(lines[-1]) if lines and lines[-1].startswith("{") else {}
-    if proc.returncode != 0 or "median_ms" not in result:
-        last = result.get("error") or (proc.stderr.strip().splitlines() or ["no output"])[-1]
-        raise DeviceError(f"benchmarking '{args.path}' failed: {last}")
+    from hwprune.runtimes._bench import bench_in_fresh_process
+
+    result = bench_in_fresh_process(_request(args, profile))
     if args.format == "json":
         emit_json(result)
         return 0

@@ -6,7 +6,8 @@ import sys
 
 from hwprune.cli._checks import check_tables_to_read
 from hwprune.cli._fmt import emit_json, fmt_ms, table
-from hwprune.cli._options import add_device, add_format, add_keep_layers, add_model, add_rescale, add_timing, drift_note, load_model
+from hwprune.cli._options import (add_device, add_format, add_keep_layers, add_latency_stat, add_model, add_rescale,
+                                  add_timing, drift_note, load_model)
 from hwprune.errors import ConfigError
 
 HELP = "predict (and measure) a model's latency on a device"
@@ -16,7 +17,8 @@ def add_parser(sub) -> None:
     s = sub.add_parser("latency", help=HELP, description=(
         "Print the predicted latency of each kernel of the model (dense, or pruned by --plan) "
         "and the calibrated end-to-end prediction; --measure also times the model end to end "
-        "on this machine with the device's runtime."),
+        "on this machine with the device's runtime, with the standard stopwatch of 'hwprune bench' "
+        "(a fresh process, warm-up, median and p90 of single runs)."),
         epilog="examples:\n  hwprune latency --device host --model resnet18 --plan plan.json --measure\n"
                "  hwprune latency --device pixel1 --model my_net.py:build --input-shape 1x3x224x224",
         formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -27,6 +29,7 @@ def add_parser(sub) -> None:
     s.add_argument("--measure", action="store_true", help="also measure end to end (this machine only)")
     add_timing(s, "model (--measure)", warmup=10, repeats=100, min_time=1.0)
     add_rescale(s)
+    add_latency_stat(s)
     add_format(s)
     s.set_defaults(func=run)
 
@@ -37,17 +40,17 @@ def _short_key(key: str) -> str:
 
 
 def measure_plan_ms(analysis, plan, profile, args: argparse.Namespace) -> float:
-    """End-to-end latency of the pruned model on this machine with the device's runtime
-    (the protocol of :meth:`hwprune.runtimes.Runtime.measure_latencies`)."""
+    """End-to-end latency (``--latency-stat``) of the pruned model on this machine with the
+    device's runtime and the standard stopwatch (:meth:`hwprune.runtimes.Runtime.bench`)."""
     from hwprune.onnx_export import to_onnx_bytes
 
     if not profile.measurable_here:
         raise ConfigError(f"--measure needs the device at hand; '{profile.name}' is not this machine",
                           "measure with hwprune profile --runner/--rpc, or use --device host")
     pruned = analysis.space.apply(plan)
-    return profile.local_runtime().measure_latencies(
-        [to_onnx_bytes(pruned, analysis.lm.input_shape)], seconds=args.min_time, repeats=args.repeats,
-        warmup=args.warmup)[0]["median_ms"]
+    result = profile.local_runtime().bench([to_onnx_bytes(pruned, analysis.lm.input_shape)], warmup=args.warmup,
+                                           runs=args.repeats, min_time_s=args.min_time)[0]
+    return result[f"{args.latency_stat}_ms"]
 
 
 def run(args: argparse.Namespace) -> int:
@@ -63,7 +66,8 @@ def run(args: argparse.Namespace) -> int:
     plan = PruningPlan.load(args.plan) if args.plan else analysis.space.dense_plan()
     analysis.space.validate(plan)
     directory, origin = resolve_table(profile.name, args.tables, args.work_dir)
-    predictor = open_predictor(analysis, args.device, directory, drift=True, rescale=not args.no_rescale)
+    predictor = open_predictor(analysis, args.device, directory, drift=True, rescale=not args.no_rescale,
+                               stat=args.latency_stat)
     note = drift_note(predictor, profile.name)
     if note:
         print(f"hwprune: warning: {note}", file=sys.stderr)
@@ -72,7 +76,8 @@ def run(args: argparse.Namespace) -> int:
     measured = measure_plan_ms(analysis, plan, profile, args) if args.measure else None
     warning = table_warning(predictor.table.kind, profile, args.model, predictor.table.meta.estimator)
     result = {"device": profile.name, "model": analysis.lm.model_id, "table_kind": predictor.table.kind,
-              "table": f"{origin}: {directory}", "predicted_ms": predicted, "measured_ms": measured,
+              "table": f"{origin}: {directory}", "statistic": args.latency_stat,
+              "predicted_ms": predicted, "measured_ms": measured,
               "kernel_sum_ms": sum(k.latency_ms for k in kernels),
               "drift": predictor.drift.to_dict() if predictor.drift else None, "rescale": predictor.rescale,
               "calibration": {"scale": predictor.scale, "offset_ms": predictor.offset,
@@ -88,7 +93,8 @@ def run(args: argparse.Namespace) -> int:
     table([[k.name, k.key.split("|")[0], _short_key(k.key), fmt_ms(k.latency_ms), k.source]
            for k in kernels], ["kernel", "op", "signature", "ms", "source"])
     print(f"\nsum of kernels {fmt_ms(result['kernel_sum_ms'])} ms; calibrated ({predictor.calibration_scope}: "
-          f"x{predictor.scale:.3f} {predictor.offset:+.3f} ms) predicted end-to-end: {fmt_ms(predicted)} ms "
+          f"x{predictor.scale:.3f} {predictor.offset:+.3f} ms) predicted end-to-end {args.latency_stat}: "
+          f"{fmt_ms(predicted)} ms "
           f"(table: {result['table']})")
     if measured is not None:
         print(f"measured end-to-end: {fmt_ms(measured)} ms ({(predicted - measured) / measured:+.1%} error)")

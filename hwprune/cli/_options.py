@@ -64,6 +64,13 @@ def add_rescale(p: argparse.ArgumentParser) -> None:
                         "the table was built (by default predictions follow the measured drift)")
 
 
+def add_latency_stat(p) -> None:
+    p.add_argument("--latency-stat", choices=("median", "p90"), default="median",
+                   help="what the latency budget holds for: the median of single runs, what a stopwatch "
+                        "reports (default), or their 90th percentile (from the run-to-run spread the table's "
+                        "calibration kept)")
+
+
 def drift_note(predictor, device: str) -> str | None:
     """One line on the machine's drift since the table was built (None when within 5%)."""
     d = predictor.drift

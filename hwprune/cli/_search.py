@@ -7,8 +7,8 @@ from pathlib import Path
 
 from hwprune.cli._checks import check_tables_to_read
 from hwprune.cli._fmt import emit_json
-from hwprune.cli._options import (add_device, add_format, add_keep_layers, add_model, add_rescale, check_output_dir,
-                                  float_in, int_at_least, keep_layers)
+from hwprune.cli._options import (add_device, add_format, add_keep_layers, add_latency_stat, add_model, add_rescale,
+                                  check_output_dir, float_in, int_at_least, keep_layers)
 from hwprune.errors import ConfigError, HwpruneError
 
 HELP = "find per-group pruning ratios under a latency/memory budget"
@@ -39,6 +39,7 @@ def add_parser(sub) -> None:
     g = s.add_argument_group("budget")
     g.add_argument("--latency", help="20ms, 0.02s or 50%% (of the dense model's predicted latency)")
     g.add_argument("--memory", help="weights + peak activations: 4MB, 512KB or 50%%")
+    add_latency_stat(g)
     g = s.add_argument_group("search")
     g.add_argument("--trials", type=int_at_least(1), default=100, help="candidates to evaluate (default 100); plans "
                    "predicted over budget are recorded without costing an evaluation")
@@ -147,7 +148,7 @@ def _search(args: argparse.Namespace, run_dir: str) -> dict:
         finalists=args.finalists, candidate_finetune_steps=args.candidate_finetune_steps, lr=args.lr,
         data_dir=args.data, task=args.task, tables=tables, calibration_images=args.calibration_images,
         val_images=args.val_images, measure=not args.no_measure, rescale=not args.no_rescale,
-        keep_layers=keep_layers(args),
+        latency_stat=args.latency_stat, keep_layers=keep_layers(args),
         progress=not args.no_progress and sys.stderr.isatty(),
         log=None if args.format == "json" else _say)
     if args.workers > 1:

@@ -36,7 +36,8 @@ class LocalRunner(Runner):
     def profile_nodes(self, onnx: bytes, runs: int) -> dict[str, float]:
         return self.runtime.profile_nodes(onnx, runs)
 
-    def time_models(self, models: list[MicroModel], rounds: int, seconds: float) -> list[float | None]:
+    def time_models(self, models: list[MicroModel], rounds: int, seconds: float,
+                    spread: list[float | None] | None = None) -> list[float | None]:
         """Sessions stay loaded between calls (the calibration calls this between passes)."""
         for m in models:
             if m.key not in self._sessions:
@@ -45,10 +46,15 @@ class LocalRunner(Runner):
                 except Exception:
                     self._sessions[m.key] = None
         live = [i for i, m in enumerate(models) if self._sessions[m.key] is not None]
-        times = self.runtime.time_sessions([self._sessions[models[i].key] for i in live], rounds, seconds)
+        ratios: list[float] = []
+        times = self.runtime.time_sessions([self._sessions[models[i].key] for i in live], rounds, seconds,
+                                           spread=ratios)
         out: list[float | None] = [None] * len(models)
-        for i, ms in zip(live, times):
-            out[i] = ms
+        by_model: list[float | None] = [None] * len(models)
+        for i, ms, r in zip(live, times, ratios):
+            out[i], by_model[i] = ms, r
+        if spread is not None:
+            spread += by_model
         return out
 
     def close(self) -> None:

@@ -62,27 +62,32 @@ class Runner(abc.ABC):
         """
         raise DeviceError(f"runner '{self.name}' cannot profile the kernels of a whole model")
 
-    def time_models(self, models: list[MicroModel], rounds: int, seconds: float) -> list[float | None]:
-        """Latency (ms) of each whole model: ``rounds`` interleaved rounds over all of them,
-        about ``seconds`` of runs per model in all; each keeps its lowest round median (a
-        slow spell on a shared machine only adds time). None where a model failed.
+    def time_models(self, models: list[MicroModel], rounds: int, seconds: float,
+                    spread: list[float | None] | None = None) -> list[float | None]:
+        """Latency (ms) of each whole model as the standard stopwatch reports it (a median
+        of runs, no best round): ``rounds`` interleaved rounds over all of them, about
+        ``seconds`` of runs per model in all. None where a model failed. When ``spread``
+        is a list, each model's p90/median ratio (None where it failed) is appended.
 
-        This default times each round with :meth:`measure`; runners may keep the models
-        loaded between calls (the local onnxruntime runner does).
+        This default times each round with :meth:`measure` and keeps the median of the
+        round medians; runners may keep the models loaded between calls (the local runner does).
         """
+        import statistics
         from dataclasses import replace
 
         saved = self.protocol
         self.protocol = replace(saved, repeats=5, min_time_s=seconds / max(1, rounds))
-        best: list[float | None] = [None] * len(models)
+        got: list[list[tuple[float, float]]] = [[] for _ in models]
         try:
             for _ in range(rounds):
                 for i, m in enumerate(self.measure(models)):
-                    if not m.error and (best[i] is None or m.median_ms < best[i]):
-                        best[i] = m.median_ms
+                    if not m.error:
+                        got[i].append((m.median_ms, m.p90_ms / m.median_ms))
         finally:
             self.protocol = saved
-        return best
+        if spread is not None:
+            spread += [statistics.median(r for _, r in xs) if xs else None for xs in got]
+        return [statistics.median(ms for ms, _ in xs) if xs else None for xs in got]
 
     def close(self) -> None:
         """Release the device and remove remote files. Safe to call twice."""

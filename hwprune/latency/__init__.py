@@ -52,7 +52,8 @@ def open_table(device: str, tables: str | Path | None = None, check_fresh: bool 
 
 
 def open_predictor(analysis, device: str, tables: str | Path | None = None,
-                   check_fresh: bool = True, drift: bool = False, rescale: bool = True) -> LatencyPredictor:
+                   check_fresh: bool = True, drift: bool = False, rescale: bool = True,
+                   stat: str = "median") -> LatencyPredictor:
     """A :class:`LatencyPredictor` for ``analysis``'s model on ``device``.
 
     Raises ``TableError`` (no table), ``StaleTableError`` (host table measured on another
@@ -64,6 +65,10 @@ def open_predictor(analysis, device: str, tables: str | Path | None = None,
     second) and the result kept as ``predictor.drift``; when this machine now runs more
     than 5% slower or faster than during the build, predictions are scaled by that ratio
     (``predictor.rescale``) unless ``rescale`` is False.
+
+    ``stat`` is the statistic predicted: ``"median"`` (what a stopwatch reports) or
+    ``"p90"`` (the 90th percentile of single runs, from the spread the calibration kept;
+    ``TableError`` when the table has none for this model).
     """
     from hwprune.devices import load_profile
 
@@ -79,6 +84,7 @@ def open_predictor(analysis, device: str, tables: str | Path | None = None,
                 table.meta.estimator = est.describe()
     predictor = LatencyPredictor(analysis, table)
     predictor.check_complete()
+    predictor.use_stat(stat)
     if drift and profile.measurable_here:
         from hwprune.latency._drift import measure_drift
 

@@ -7,6 +7,7 @@ dense, the smallest, a uniform and several random plans) end to end and records 
 from __future__ import annotations
 
 import random
+import statistics
 
 from hwprune.devices import MicroModel, Runner
 from hwprune.latency._drift import save_reference
@@ -22,7 +23,9 @@ __all__ = ["calibration_plans", "Calibration", "CALIBRATION_MODEL"]
 CALIBRATION_MODEL = ("per model: measured_ms = scale * kernel_sum_ms + offset, least squares on relative "
                      "error over the model's points, kernel_sum_ms recomputed from each point's 'keep' on "
                      "the current table (kernels another build re-timed count), floored at the lowest "
-                     "measured/kernel_sum ratio; measured_ms is the lowest of several pass medians")
+                     "measured/kernel_sum ratio; measured_ms is the median of the pass medians, each pass "
+                     "a median of single unpinned runs (the standard stopwatch's statistic, not a best "
+                     "round or core); p90_ms = measured_ms * the median p90/median ratio of the passes")
 
 
 def calibration_plans(analysis: Analysis, n_random: int = 8, seed: int = 0):
@@ -45,9 +48,11 @@ class Calibration:
 
     Call order: :meth:`between` after each in-context pass (optional), then
     :meth:`finish` once the table's kernels are final. A model's latency is its lowest
-    round median (:meth:`Runner.time_models`, the protocol the fidelity benchmark
-    measures with): slow spells on a shared machine only add time, and the rounds run
-    between the in-context passes, a minute or more apart.
+    latency (:meth:`Runner.time_models`, the protocol the fidelity benchmark
+    measures with): the median of its round medians, each a median of unpinned single
+    runs, as the standard stopwatch (:mod:`hwprune.runtimes._bench`) reports; the rounds
+    run between the in-context passes, a minute or more apart, so the points describe the
+    machine over the build, not one lucky or unlucky minute.
     """
 
     def __init__(self, analysis: Analysis, runner: Runner, progress: bool, table: LatencyTable,
@@ -59,6 +64,7 @@ class Calibration:
                                                to_onnx_bytes(analysis.space.apply(plan), analysis.lm.input_shape)))
                        for name, plan in calibration_plans(analysis)]
         self.times: dict[str, list[float]] = {}
+        self.spread: dict[str, list[float]] = {}
         self.done = 0
         # rounds a killed profile of this model journaled (same machine: the table is fresh)
         names = {name for name, _, _ in self.models}
@@ -66,6 +72,8 @@ class Calibration:
             if rnd.model == analysis.model_key and set(rnd.times) <= names:
                 for name, ms in rnd.times.items():
                     self.times.setdefault(name, []).append(ms)
+                for name, ratio in rnd.spread.items():
+                    self.spread.setdefault(name, []).append(ratio)
                 self.done += rnd.rounds
         self.done = min(self.done, passes)
         self.progress = progress
@@ -84,13 +92,18 @@ class Calibration:
             return
         if self.bar is None:
             self.bar = progress_bar(self.passes, "calibrating end to end", self.progress, unit="round")
+        ratios: list[float | None] = []
         times = self.runner.time_models([mm for _, _, mm in self.models], rounds=n,
-                                        seconds=2.0 * n / self.passes)
+                                        seconds=2.0 * n / self.passes, spread=ratios)
+        ratios += [None] * (len(times) - len(ratios))
         got = {name: ms for (name, _, _), ms in zip(self.models, times) if ms is not None}
+        spread = {name: r for (name, _, _), r in zip(self.models, ratios) if r is not None and name in got}
         for name, ms in got.items():
             self.times.setdefault(name, []).append(ms)
+        for name, r in spread.items():
+            self.spread.setdefault(name, []).append(r)
         self.done += n
-        self.table.append_calibration_round(CalibrationRound(self.analysis.model_key, n, got, now_iso()))
+        self.table.append_calibration_round(CalibrationRound(self.analysis.model_key, n, got, now_iso(), spread))
         self.bar.update(n)
 
     def finish(self) -> int:
@@ -105,8 +118,11 @@ class Calibration:
         for name, plan, _ in self.models:
             xs = sorted(self.times.get(name, []))
             if xs:
-                points.append(CalibrationPoint(key, pred.kernel_sum_ms(plan), xs[0], name,
-                                               self.analysis.space.full_keep(plan), xs[-1], self.done, now_iso()))
+                ms = statistics.median(xs)
+                ratio = statistics.median(self.spread[name]) if self.spread.get(name) else None
+                points.append(CalibrationPoint(key, pred.kernel_sum_ms(plan), ms, name,
+                                               self.analysis.space.full_keep(plan), xs[-1], self.done, now_iso(),
+                                               round(ms * ratio, 6) if ratio else None))
         table.meta.calibration = points
         table.pending_calibration = [r for r in table.pending_calibration if r.model != key]
         table.meta.calibration_model = CALIBRATION_MODEL

@@ -6,9 +6,10 @@ through the model's end-to-end calibration points (:func:`fit_calibration`).
 """
 from __future__ import annotations
 
+import statistics
 from dataclasses import dataclass
 
-from hwprune.errors import MissingKernelsError, PlanError
+from hwprune.errors import ConfigError, MissingKernelsError, PlanError, TableError
 from hwprune.latency._grid import needed_keys, own_grid_values
 from hwprune.latency._records import CalibrationPoint
 from hwprune.latency._table import LatencyTable
@@ -86,6 +87,26 @@ class LatencyPredictor:
         self.drift = None
         #: factor applied to predictions for that drift (1.0: raw table values)
         self.rescale = 1.0
+        #: the statistic predicted ("median" or "p90") and its factor over the median
+        self.stat, self.stat_factor = "median", 1.0
+        spreads = [p.p90_ms / p.measured_ms for p in cal
+                   if p.model == analysis.model_key and p.p90_ms and p.measured_ms > 0]
+        #: p90/median of single runs, the median over the model's calibration points (None: not kept)
+        self.p90_ratio = statistics.median(spreads) if spreads else None
+
+    def use_stat(self, stat: str) -> None:
+        """Predict the median (default) or the p90 of single runs (median x :attr:`p90_ratio`)."""
+        if stat == "median":
+            self.stat, self.stat_factor = "median", 1.0
+            return
+        if stat != "p90":
+            raise ConfigError(f"latency statistic '{stat}' is not known", "use median or p90")
+        if self.p90_ratio is None:
+            raise TableError(f"the '{self.table.device}' table keeps no run-to-run spread for "
+                             f"'{self.analysis.model_key}', so its p90 cannot be predicted",
+                             f"re-profile it: hwprune profile --device {self.table.device} --model "
+                             f"{self.analysis.lm.spec or self.analysis.lm.model_id}")
+        self.stat, self.stat_factor = "p90", self.p90_ratio
 
     def _point_sum(self, point: CalibrationPoint) -> float:
         """A calibration point's kernel sum on the table as it is now.
@@ -172,7 +193,7 @@ class LatencyPredictor:
     def predict_ms(self, plan: PruningPlan) -> float:
         """Calibrated end-to-end prediction in milliseconds."""
         total = self.kernel_sum_ms(plan)
-        return self.rescale * max(self.scale * total + self.offset, self.min_ratio * total)
+        return self.stat_factor * self.rescale * max(self.scale * total + self.offset, self.min_ratio * total)
 
     def check_complete(self) -> None:
         """Raise MissingKernelsError unless every plan in the space can be predicted."""

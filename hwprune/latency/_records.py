@@ -189,8 +189,10 @@ def legacy_entry(d: dict[str, Any]) -> Entry:
 # ---- metadata --------------------------------------------------------------------------
 @dataclass
 class CalibrationPoint:
-    """One model timed end to end: ``measured_ms`` (lowest round median) against the sum
-    of its kernels in the table (``kernel_sum_ms``, recomputed from ``keep`` when known)."""
+    """One model timed end to end: ``measured_ms`` (the standard stopwatch's median, see
+    :data:`hwprune.latency._calibration.CALIBRATION_MODEL`) against the sum of its kernels
+    in the table (``kernel_sum_ms``, recomputed from ``keep`` when known); ``p90_ms`` is
+    the 90th percentile of the same runs (what ``--latency-stat p90`` is predicted from)."""
 
     model: str
     kernel_sum_ms: float
@@ -200,6 +202,7 @@ class CalibrationPoint:
     max_ms: float | None = None
     rounds: int | None = None
     date: str | None = None
+    p90_ms: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {k: v for k, v in asdict(self).items() if v is not None}
@@ -219,6 +222,8 @@ class CalibrationRound:
     rounds: int
     times: dict[str, float]
     created: str = ""
+    #: p90/median of each model's runs in these rounds
+    spread: dict[str, float] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         return {"op": "calibration_round", **asdict(self)}
@@ -226,7 +231,8 @@ class CalibrationRound:
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> "CalibrationRound":
         return cls(str(d["model"]), int(d.get("rounds", 0)),
-                   {k: float(v) for k, v in d.get("times", {}).items()}, str(d.get("created", "")))
+                   {k: float(v) for k, v in d.get("times", {}).items()}, str(d.get("created", "")),
+                   {k: float(v) for k, v in d.get("spread", {}).items()})
 
 
 @dataclass

@@ -58,6 +58,11 @@ class RuntimeSpec:
     provider: str = "CPUExecutionProvider"
     target: dict[str, Any] | None = field(default=None, compare=False)
 
+    def to_dict(self) -> dict[str, Any]:
+        """The profile's ``runtime`` object (without the target)."""
+        return {"name": self.name, "threads": self.threads,
+                "graph_optimization_level": self.graph_optimization_level, "provider": self.provider}
+
     @classmethod
     def from_dict(cls, doc: dict[str, Any], target: dict[str, Any] | None = None) -> "RuntimeSpec":
         return cls(str(doc.get("name")), int(doc.get("threads", 1)),
@@ -138,19 +143,29 @@ class Runtime(abc.ABC):
         return out
 
     def time_sessions(self, sessions: Sequence[Session], rounds: int = 5, seconds: float = 1.0,
-                      progress: bool = False, repeats: int = 25, warmup: int = 5) -> list[float]:
+                      progress: bool = False, repeats: int = 25, warmup: int = 5,
+                      spread: list[float] | None = None) -> list[float]:
         """End-to-end latency (ms) of loaded models, timed together (see ``time_interleaved``)."""
         calls = [s.call(random_inputs(s.inputs)) for s in sessions]
         return time_interleaved(calls, rounds=rounds, min_time_s=seconds, warmup=warmup, threads=self.threads,
-                                progress=progress, repeats=repeats)
+                                progress=progress, repeats=repeats, spread=spread)
+
+    def bench(self, models: Sequence[bytes | str], warmup: int = 10, runs: int = 100,
+              min_time_s: float = 2.0) -> list[dict[str, Any]]:
+        """Each model timed with the standard stopwatch (:mod:`hwprune.runtimes._bench`): a
+        fresh process per model, this runtime's settings, warm-up, then the median and p90
+        of single runs. What ``hwprune bench``, ``latency --measure`` and the search's
+        winner report: the number a user's own benchmark shows."""
+        from hwprune.runtimes._bench import stopwatch
+
+        out = stopwatch(list(models), self.spec.to_dict(), self.spec.target, warmup, runs, min_time_s)
+        return [{k: v for k, v in r.items() if k != "path"} for r in out]
 
     def measure_latencies(self, models: Sequence[bytes | str], rounds: int = 5, seconds: float = 1.0,
                           progress: bool = False, repeats: int = 25, warmup: int = 5) -> list[dict[str, Any]]:
-        """End-to-end latency of each model on this machine, with what was measured how.
-
-        The protocol of ``hwprune latency --measure``, the search's winner and the table's
-        calibration: the models are timed in ``rounds`` interleaved rounds and each keeps
-        its lowest round median.
+        """End-to-end latency of each model on this machine, with what was measured how,
+        timed in this process: ``rounds`` interleaved rounds, the median of all runs (the
+        table calibration's statistic; the drift check re-times its reference this way).
         """
         times = self.time_sessions([self.session(m) for m in models], rounds, seconds, progress, repeats, warmup)
         return [{"median_ms": ms, "statistic": INTERLEAVED_STATISTIC.format(rounds=rounds),

@@ -11,14 +11,16 @@ so every measurement starts in a fresh process); the last stdout line is the res
 from __future__ import annotations
 
 import json
+import subprocess
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any
 
 from hwprune.runtimes import RuntimeSpec, random_inputs
 from hwprune.runtimes.timing import TimingProtocol, time_runs
 
-__all__ = ["bench_here", "PROTOCOL_TEXT"]
+__all__ = ["bench_here", "bench_in_fresh_process", "stopwatch", "PROTOCOL_TEXT"]
 
 PROTOCOL_TEXT = ("fresh process, {warmup} untimed runs, then single runs timed with a wall clock until at "
                  "least {runs} runs and {min_time_s:g} s; median, p10 and p90 of the runs; no core pinning")
@@ -50,6 +52,36 @@ def bench_here(request: dict[str, Any]) -> dict[str, Any]:
             "median_ms": m.median_ms, "p10_ms": m.p10_ms, "p90_ms": m.p90_ms, "mean_ms": m.mean_ms,
             "runs": m.runs, "warmup": m.warmup,
             "protocol": PROTOCOL_TEXT.format(warmup=proto.warmup, runs=proto.repeats, min_time_s=proto.min_time_s)}
+
+
+def bench_in_fresh_process(request: dict[str, Any]) -> dict[str, Any]:
+    """:func:`bench_here` in a new Python process (what a user's own benchmark script is);
+    ``DeviceError`` with the child's last line when it fails."""
+    from hwprune.errors import DeviceError
+
+    proc = subprocess.run([sys.executable, "-m", "hwprune.runtimes._bench", json.dumps(request)],
+                          capture_output=True, text=True, timeout=float(request.get("timeout_s", 600)) + 300)
+    lines = proc.stdout.strip().splitlines()
+    result = json.loads(lines[-1]) if lines and lines[-1].startswith("{") else {}
+    if proc.returncode != 0 or "median_ms" not in result:
+        last = result.get("error") or (proc.stderr.strip().splitlines() or ["no output"])[-1]
+        raise DeviceError(f"benchmarking '{request['path']}' failed: {last}")
+    return result
+
+
+def stopwatch(models: list[bytes | str], runtime: dict[str, Any], target: dict[str, Any] | None = None,
+              warmup: int = 10, runs: int = 100, min_time_s: float = 2.0) -> list[dict[str, Any]]:
+    """Each model (ONNX bytes or a path) timed with the standard protocol, each in its own
+    fresh process, one after the other; ``runtime`` is a profile's ``runtime`` object."""
+    out = []
+    with tempfile.TemporaryDirectory(prefix="hwprune-bench-") as tmp:
+        for i, model in enumerate(models):
+            path = Path(model) if isinstance(model, str) else Path(tmp) / f"model{i}.onnx"
+            if isinstance(model, bytes):
+                path.write_bytes(model)
+            out.append(bench_in_fresh_process({"path": str(path), "runtime": runtime, "target": target,
+                                               "warmup": warmup, "runs": runs, "min_time_s": min_time_s}))
+    return out
 
 
 def main(argv: list[str]) -> int:

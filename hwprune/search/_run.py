@@ -39,7 +39,7 @@ def run_search(*, model: str, weights: str | os.PathLike | None = None,
                calibration_images: int = 512, val_images: int | None = 2000,
                measure: bool = True, progress: bool = True,
                log: Callable[[str], None] | None = None, rescale: bool = True,
-               keep_layers: Sequence[str] = (), **workers: Any) -> dict[str, Any]:
+               latency_stat: str = "median", keep_layers: Sequence[str] = (), **workers: Any) -> dict[str, Any]:
     """Search per-group pruning ratios for the most accurate model within a budget.
 
     ``latency`` is ``"20ms"``, ``"0.02s"`` or ``"50%"`` (of the dense model's predicted
@@ -60,6 +60,8 @@ def run_search(*, model: str, weights: str | os.PathLike | None = None,
     ``grace_period_s``); see :mod:`hwprune.search._distributed`. ``rescale``: when this
     machine runs more than 5% faster or slower than when its table was built, predictions
     (and so the budget check) follow that drift (:mod:`hwprune.latency._drift`).
+    ``latency_stat`` ``"p90"`` holds the 90th percentile of single runs under the latency
+    budget instead of their median.
     ``keep_layers`` are never pruned. Returns the summary (also written to
     ``run_dir/summary.json``) with ``run_dir`` and ``warnings``. The steps are public:
     see :func:`hwprune.search.prepare_search`.
@@ -75,7 +77,8 @@ def run_search(*, model: str, weights: str | os.PathLike | None = None,
         finetune_steps=finetune_steps, finalists=finalists,
         candidate_finetune_steps=candidate_finetune_steps, lr=lr, data_dir=data_dir, task=task,
         tables=tables, calibration_images=calibration_images, val_images=val_images,
-        measure=measure, progress=progress, rescale=rescale, keep_layers=tuple(keep_layers), **workers)
+        measure=measure, progress=progress, rescale=rescale, latency_stat=latency_stat,
+        keep_layers=tuple(keep_layers), **workers)
     if storage_url:
         from hwprune.search._distributed import run_worker
 

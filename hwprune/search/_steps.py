@@ -74,6 +74,7 @@ class SearchConfig:
     measure: bool = True
     progress: bool = True
     rescale: bool = True
+    latency_stat: str = "median"
     keep_layers: tuple[str, ...] = ()
     heartbeat_s: int = HEARTBEAT_S
     grace_period_s: int = GRACE_PERIOD_S
@@ -175,7 +176,7 @@ def prepare_search(config: SearchConfig, log: Log | None = None) -> SearchSetup:
     # each would measure its own drift, so there the drift is reported, not applied
     shared = bool(config.storage_url)
     predictor = open_predictor(analysis, profile.name, config.tables, drift=True,
-                               rescale=config.rescale and not shared)
+                               rescale=config.rescale and not shared, stat=config.latency_stat)
     space, cost = analysis.space, analysis.cost
     dense_ms = float(predictor.predict_ms(space.dense_plan()))
     budget = Budget.parse(config.latency, config.memory, dense_ms, cost.cost(space.dense_plan()).memory_bytes)
@@ -337,7 +338,7 @@ def measure_winner(setup: SearchSetup, winner: Winner) -> WinnerScores:
             wait_s = held.wait_s
             setup.log(f"measuring dense and pruned latency with {runtime.name}"
                       + (f" (waited {wait_s:.1f} s for the device)" if wait_s >= 0.1 else ""))
-            dense_m, pruned_m = runtime.measure_latencies([dense_onnx, onnx])
+            dense_m, pruned_m = runtime.bench([dense_onnx, onnx])
         measured = {"dense": dense_m, "pruned": pruned_m}
     return WinnerScores(accuracy, onnx, onnx_diff, measured, wait_s)
 
@@ -372,13 +373,14 @@ def build_summary(setup: SearchSetup, study: StudyResult, winner: Winner, scores
         model={"spec": setup.model_spec, "model_id": lm.model_id,
                "input_shape": list(lm.input_shape), "weights": lm.weights},
         task={"name": data.name, **{k: v for k, v in data.meta.items() if isinstance(v, (str, int, float))}},
-        budget=setup.budget.to_dict(), budget_text=setup.budget.describe(),
+        budget={**setup.budget.to_dict(), "latency_stat": c.latency_stat},
+        budget_text=setup.budget.describe() + (" (p90 of single runs)" if c.latency_stat == "p90" else ""),
         dense=model_facts(cost.cost(space.dense_plan()), setup.dense_ms, measured["dense"],
                           acc["dense"]["val"], acc["dense"]["test"]),
         pruned=model_facts(cost.cost(winner.plan), winner.predicted_ms, measured["pruned"],
                            acc["pruned"]["val"], acc["pruned"]["test"]),
         predicted_latency_ms=winner.predicted_ms,
-        measured_latency_ms=measured["pruned"]["median_ms"] if measured["pruned"] else None,
+        measured_latency_ms=measured["pruned"][f"{c.latency_stat}_ms"] if measured["pruned"] else None,
         accuracy={**acc["pruned"], "search_val": winner.chosen.val_accuracy if winner.chosen else None,
                   "search_val_images": c.val_images},
         fastest_reachable_ms=setup.floor_ms, table_kind=setup.predictor.table.kind,

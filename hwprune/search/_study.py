@@ -406,6 +406,8 @@ class PlanSearch:
         lat = f"{b.latency_ms:.6g}ms" if b.latency_ms is not None else "any"
         mem = f"{b.memory_bytes}B" if b.memory_bytes is not None else "any"
         mode = "pareto" if self.pareto else "best"
+        if getattr(self.predictor, "stat", "median") != "median":
+            lat += f"@{self.predictor.stat}"
         return (f"hwprune:{self.analysis.model_key}:{self.device}:latency={lat}:memory={mem}:"
                 f"{mode}:{self.sampler_name}:seed={self.seed}")
 
@@ -441,7 +443,7 @@ class PlanSearch:
         return {"model_key": self.analysis.model_key, "device": self.device,
                 "budget": self.budget.to_dict(), "pareto": self.pareto,
                 "sampler": self.sampler_name, "seed": self.seed,
-                "groups": self.codec.signature()}
+                "groups": self.codec.signature(), "latency_stat": getattr(self.predictor, "stat", "median")}
 
     def _check_or_record_identity(self) -> None:
         mine = self._identity()
@@ -450,7 +452,8 @@ class PlanSearch:
             self.study.set_user_attr("hwprune", mine)
             self.study.set_user_attr("hwprune_version", __version__)
             return
-        diffs = [k for k in mine if k != "budget" and stored.get(k) != mine[k]]
+        defaults = {"latency_stat": "median"}  # studies stored before the key existed
+        diffs = [k for k in mine if k != "budget" and stored.get(k, defaults.get(k)) != mine[k]]
         sb, mb = stored.get("budget", {}), mine["budget"]
         for key in ("latency_ms", "memory_bytes"):
             a, b = sb.get(key), mb.get(key)

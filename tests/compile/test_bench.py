@@ -35,3 +35,15 @@ def test_bench_refuses_in_one_line(tmp_path, capsys):
         (tmp_path / "m.onnx").write_bytes(b"not onnx")
         code, _, err = _bench(capsys, *argv)
         assert code != 0 and len(err.strip().splitlines()) == 1 and "Traceback" not in err, err
+
+
+def test_tvm_threads_do_not_pin_the_process():
+    """Sizing TVM's thread pool leaves this process free to run on every core it had (a
+    pinned process would carry the pin into every timing and child process after it)."""
+    import os
+
+    from hwprune.runtimes import tvm as _tvm
+
+    before = os.sched_getaffinity(0)
+    _tvm.set_num_threads(1)
+    assert os.sched_getaffinity(0) == before

@@ -81,6 +81,10 @@ def test_slower_than_predicted_fails_unless_allowed(make_run, tmp_path: Path) ->
     # both runtimes timed with one protocol, the faster one named
     assert m["faster_runtime"] == min(("tvm", "onnxruntime"), key=lambda r: m[f"{r}_median_ms"])
     assert m["faster_runtime"] in m["race"]
+    # the number held to the prediction is the standard stopwatch's, in a fresh process
+    watch = m["stopwatch"]
+    assert watch["runtime"] == "onnxruntime" and "fresh process" in watch["protocol"]
+    assert m["deployed_over_predicted"] == pytest.approx(watch["median_ms"] / 1e-4, rel=1e-3)
 
 
 def test_export_for_another_device_drops_the_runs_prediction(make_run, tmp_path: Path) -> None:

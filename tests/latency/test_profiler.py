@@ -11,6 +11,7 @@ from hwprune.runtimes.ort import channel_block
 from hwprune.runtimes.timing import TimingProtocol
 from hwprune.devices._worker import WorkerRunner
 from hwprune.latency import LatencyPredictor, LatencyTable, anchor_keys, anchor_plans, needed_keys, profile_model
+from hwprune.errors import ConfigError, TableError
 from hwprune.models import load_model
 
 FAST = TimingProtocol(warmup=2, repeats=5, min_time_s=0.0)
@@ -98,12 +99,12 @@ class _CountingRunner(LocalRunner):
         super().__init__(protocol=FAST)
         self.die_at, self.calls, self.rounds = die_at, 0, 0
 
-    def time_models(self, models, rounds, seconds):
+    def time_models(self, models, rounds, seconds, spread=None):
         self.calls += 1
         if self.calls == self.die_at:
             raise _Killed()
         self.rounds += rounds
-        return super().time_models(models, rounds, seconds)
+        return super().time_models(models, rounds, seconds, spread)
 
 
 def test_calibration_rounds_survive_a_kill(tmp_path, r20):
@@ -119,6 +120,20 @@ def test_calibration_rounds_survive_a_kill(tmp_path, r20):
     points = [p for p in final.meta.calibration if p.model == r20.model_key]
     assert len(points) == 11 and all(p.rounds == 9 for p in points)
     assert final.pending_calibration == []
+    # the spread of single runs is kept (journaled rounds included): the p90 is predicted from it
+    assert all(p.p90_ms is not None and p.p90_ms >= p.measured_ms for p in points)
+    pred = LatencyPredictor(r20, final)
+    plan = r20.space.uniform_plan(0.3)
+    median_ms = pred.predict_ms(plan)
+    pred.use_stat("p90")
+    assert pred.stat == "p90" and pred.predict_ms(plan) == pytest.approx(median_ms * pred.p90_ratio)
+    assert pred.p90_ratio >= 1.0
+    with pytest.raises(ConfigError, match="p95"):
+        pred.use_stat("p95")
+    for p in final.meta.calibration:  # a table built before the spread was kept
+        p.p90_ms = None
+    with pytest.raises(TableError, match="no run-to-run spread"):
+        LatencyPredictor(r20, final).use_stat("p90")
 
 
 def test_second_model_extends_instead_of_restarting(tmp_path, r20):
@@ -325,7 +340,9 @@ def test_time_models_keeps_sessions_and_orders_models():
               for name, p in (("small", a.space.smallest_plan()), ("dense", a.space.dense_plan()))]
     runner = LocalRunner(protocol=FAST)
     with runner:
-        first = runner.time_models(models, rounds=2, seconds=0.1)
+        spread: list = []
+        first = runner.time_models(models, rounds=2, seconds=0.1, spread=spread)
+        assert len(spread) == 2 and all(r >= 1.0 for r in spread)  # p90/median of each model
         sessions = dict(runner._sessions)
         second = runner.time_models(models, rounds=2, seconds=0.1)
         assert all(runner._sessions[k] is sessions[k] for k in sessions)  # loaded once
@@ -353,9 +370,9 @@ class _TallyRunner(LocalRunner):
             self.micro += 1
             yield m
 
-    def time_models(self, models, rounds, seconds):
+    def time_models(self, models, rounds, seconds, spread=None):
         self.e2e += 1
-        return super().time_models(models, rounds, seconds)
+        return super().time_models(models, rounds, seconds, spread)
 
 
 def test_profiling_a_complete_table_again_times_nothing(tmp_path, demo_analysis):

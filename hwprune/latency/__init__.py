@@ -86,9 +86,5 @@ def open_predictor(analysis, device: str, tables: str | Path | None = None,
     predictor.check_complete()
     predictor.use_stat(stat)
     if drift and profile.measurable_here:
-        from hwprune.latency._drift import measure_drift
-
-        predictor.drift = measure_drift(table, profile.local_runtime(), analysis.model_key)
-        if predictor.drift is not None and predictor.drift.significant and rescale:
-            predictor.rescale = predictor.drift.ratio
+        predictor.follow_drift(profile.local_runtime(), rescale)
     return predictor

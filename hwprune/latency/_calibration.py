@@ -122,7 +122,7 @@ class Calibration:
                 ratio = statistics.median(self.spread[name]) if self.spread.get(name) else None
                 points.append(CalibrationPoint(key, pred.kernel_sum_ms(plan), ms, name,
                                                self.analysis.space.full_keep(plan), xs[-1], self.done, now_iso(),
-                                               round(ms * ratio, 6) if ratio else None))
+                                               round(ms * ratio, 6) if ratio else None, xs[0]))
         table.meta.calibration = points
         table.pending_calibration = [r for r in table.pending_calibration if r.model != key]
         table.meta.calibration_model = CALIBRATION_MODEL

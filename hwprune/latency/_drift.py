@@ -38,6 +38,9 @@ class Drift:
     model: str
     now_ms: float
     built_ms: float
+    #: the lowest and highest round the build itself measured (None: not recorded)
+    built_low_ms: float | None = None
+    built_high_ms: float | None = None
 
     @property
     def ratio(self) -> float:
@@ -45,7 +48,14 @@ class Drift:
 
     @property
     def significant(self) -> bool:
-        return abs(self.ratio - 1.0) > DRIFT_THRESHOLD
+        """More than 5% off the build's latency, and outside the range the build's own
+        rounds spanned: on a machine whose speed swings from one minute to the next (a
+        shared VM), a reading inside that swing is the noise the table already averaged
+        over, not a change of machine."""
+        if abs(self.ratio - 1.0) <= DRIFT_THRESHOLD:
+            return False
+        low, high = self.built_low_ms, self.built_high_ms
+        return low is None or high is None or not low <= self.now_ms <= high
 
     def describe(self, device: str) -> str:
         way = "slower" if self.ratio > 1 else "faster"
@@ -54,6 +64,7 @@ class Drift:
 
     def to_dict(self) -> dict[str, Any]:
         return {"model": self.model, "now_ms": self.now_ms, "built_ms": self.built_ms,
+                "built_range_ms": [self.built_low_ms, self.built_high_ms],
                 "ratio": round(self.ratio, 4), "significant": self.significant}
 
 
@@ -73,9 +84,11 @@ def save_reference(table: LatencyTable, model_key: str, points: list[Calibration
     point = min(mine, key=lambda p: abs(math.log(max(p.measured_ms, 1e-6) / REFERENCE_MS)))
     path = _file(table, model_key)
     atomic_write(path, onnx_by_plan[point.plan])
-    spread = (point.max_ms / point.measured_ms - 1.0) if point.max_ms else 0.0
+    low = point.min_ms or point.measured_ms
+    spread = ((point.max_ms - low) / point.measured_ms) if point.max_ms else 0.0
     record = {"model": model_key, "plan": point.plan, "file": path.name, "measured_ms": point.measured_ms,
-              "spread": round(spread, 4), "noisy_build": spread > NOISY_BUILD, "date": point.date}
+              "min_ms": low, "max_ms": point.max_ms, "spread": round(spread, 4),
+              "noisy_build": spread > NOISY_BUILD, "date": point.date}
     table.meta.reference[model_key] = record
     return record
 
@@ -100,4 +113,6 @@ def measure_drift(table: LatencyTable, runtime: Any, model_key: str | None = Non
         return None
     onnx = (table.directory / record["file"]).read_bytes()
     now = runtime.measure_latencies([onnx], rounds=3, seconds=seconds)[0]["median_ms"]
-    return Drift(record["model"], now, float(record["measured_ms"]))
+    low, high = record.get("min_ms"), record.get("max_ms")
+    return Drift(record["model"], now, float(record["measured_ms"]), float(low) if low else None,
+                 float(high) if high else None)

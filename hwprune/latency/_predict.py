@@ -94,6 +94,18 @@ class LatencyPredictor:
         #: p90/median of single runs, the median over the model's calibration points (None: not kept)
         self.p90_ratio = statistics.median(spreads) if spreads else None
 
+    def follow_drift(self, runtime, rescale: bool = True) -> None:
+        """Re-time the table's reference model now (about a second) and keep the result as
+        :attr:`drift`; beyond 5% (``Drift.significant``) predictions are scaled by it
+        unless ``rescale`` is False. Call again before each prediction that a measurement
+        will follow when the machine's speed moves (a shared VM can switch by 40% for tens
+        of seconds)."""
+        from hwprune.latency._drift import measure_drift
+
+        self.drift = measure_drift(self.table, runtime, self.analysis.model_key)
+        significant = self.drift is not None and self.drift.significant
+        self.rescale = self.drift.ratio if significant and rescale else 1.0
+
     def use_stat(self, stat: str) -> None:
         """Predict the median (default) or the p90 of single runs (median x :attr:`p90_ratio`)."""
         if stat == "median":

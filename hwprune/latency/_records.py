@@ -203,6 +203,8 @@ class CalibrationPoint:
     rounds: int | None = None
     date: str | None = None
     p90_ms: float | None = None
+    #: the lowest round (``max_ms`` the highest): how far the machine's speed swung
+    min_ms: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {k: v for k, v in asdict(self).items() if v is not None}

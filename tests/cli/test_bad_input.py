@@ -217,6 +217,8 @@ CASES = [
     ("latency-weights-pickled-module", _with(LATENCY, "--weights", "{F}/module.pt"), ["Python objects"]),
     # search: numbers, budgets, run folder (checked before minutes of loading)
     ("search-trials-0", _with(SEARCH, "--trials", "0"), ["--trials"]),
+    ("search-latency-stat-p95", _with(SEARCH, "--latency-stat", "p95"), ["--latency-stat", "p95"]),
+    ("latency-stat-p95", _with(LATENCY, "--latency-stat", "p95"), ["--latency-stat", "p95"]),
     ("search-finalists-0", _with(SEARCH, "--finalists", "0"), ["--finalists"]),
     ("search-lr-0", _with(SEARCH, "--lr", "0"), ["--lr"]),
     ("search-lr-negative", _with(SEARCH, "--lr", "-1"), ["--lr"]),

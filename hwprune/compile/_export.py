@@ -166,8 +166,9 @@ def _build_artifact(_tvm: Any, run: RunDir, summary: RunSummary, profile: Device
                             "for the comparison")
             measured["drift"] = drift.to_dict()
             predicted = predicted * drift.ratio
-        measured["stopwatch"] = _stopwatch(tmp, link, profile, opts)
-        warnings += _race(measured, predicted, profile, opts, (summary.budget or {}).get("latency_stat", "median"))
+        stat = (summary.budget or {}).get("latency_stat", "median")
+        measured["stopwatch"] = _stopwatch(tmp, link, profile, opts, predicted, stat)
+        warnings += _race(measured, predicted, profile, opts, stat)
     if prediction_note:
         warnings.append(prediction_note)
     if link.format == "tar":
@@ -274,18 +275,29 @@ def _verify(_tvm: Any, tmp: Path, link: Any, inputs: list[Any], target: dict[str
     return {"status": "skipped", "reason": reason}, None, []
 
 
-def _stopwatch(tmp: Path, link: Any, profile: DeviceProfile, opts: _Options) -> dict[str, Any]:
+def _stopwatch(tmp: Path, link: Any, profile: DeviceProfile, opts: _Options, predicted: float | None,
+               stat: str) -> dict[str, Any]:
     """The artifact as the device deploys it (the library, or model.onnx for onnxruntime),
-    timed with the standard stopwatch in a fresh process: what the prediction promised."""
+    timed with the standard stopwatch in a fresh process: what the prediction promised.
+
+    A reading more than 10% above the prediction is confirmed before export fails: two more
+    readings, each in its own process, and the median of the three counts (on a shared
+    machine one reading can land in a slow minute). All readings are kept."""
     from hwprune.runtimes._bench import bench_in_fresh_process
 
     path = tmp / link.file if profile.deploy_runtime == "tvm" else tmp / "model.onnx"
     runtime = {"name": profile.deploy_runtime, "threads": profile.threads}
     if profile.deploy_runtime == profile.runtime.get("name"):
         runtime = dict(profile.runtime)
-    result = bench_in_fresh_process({"path": str(path), "runtime": runtime, "target": profile.tvm_target,
-                                     "warmup": opts.warmup, "runs": opts.repeats, "min_time_s": 1.0})
-    return {k: v for k, v in result.items() if k != "path"}
+    request = {"path": str(path), "runtime": runtime, "target": profile.tvm_target,
+               "warmup": opts.warmup, "runs": opts.repeats, "min_time_s": 1.0}
+    readings = [bench_in_fresh_process(request)]
+    if isinstance(predicted, (int, float)) and readings[0][f"{stat}_ms"] > (1 + SLOWER_THAN_PREDICTED) * predicted:
+        readings += [bench_in_fresh_process(request) for _ in range(2)]
+    readings.sort(key=lambda r: r[f"{stat}_ms"])
+    result = {k: v for k, v in readings[len(readings) // 2].items() if k != "path"}
+    result["readings_ms"] = [r[f"{stat}_ms"] for r in readings]
+    return result
 
 
 def _race(measured: dict[str, Any], predicted: float | None, profile: DeviceProfile, opts: _Options,

@@ -72,3 +72,15 @@ def test_slowed_machine_is_noticed_and_predictions_follow(demo_table):
     predicted = pred.predict_ms(plan)
     assert predicted == pytest.approx(raw.predict_ms(plan) * pred.drift.ratio)
     assert abs(predicted - measured) / measured <= 0.10, (predicted, measured, raw.predict_ms(plan), pred.drift)
+
+
+def test_a_reading_inside_the_builds_own_swing_is_not_drift():
+    from hwprune.latency._drift import Drift
+
+    swung = Drift("m", now_ms=12.0, built_ms=10.0, built_low_ms=9.0, built_high_ms=13.0)
+    assert not swung.significant                       # 20% off, but the build saw 13 ms itself
+    assert Drift("m", 14.0, 10.0, 9.0, 13.0).significant          # beyond anything the build saw
+    assert Drift("m", 8.0, 10.0, 9.0, 13.0).significant           # faster than its fastest round
+    assert Drift("m", 12.0, 10.0).significant          # no range kept (older tables): 5% decides
+    assert not Drift("m", 10.4, 10.0).significant
+    assert Drift("m", 12.0, 10.0, 9.0, 13.0).to_dict()["built_range_ms"] == [9.0, 13.0]

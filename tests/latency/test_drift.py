@@ -1,14 +1,15 @@
 """A table notices when the machine has changed speed since it was built.
 
-The test builds a host table for the demo model, then slows the machine down with
-CPU-bound neighbour processes (one pinned to each core the timing may use, bounded in
-time) and checks that opening a predictor re-times the table's reference model, reports
+The test builds a host table for the demo model, then slows the machine down with a
+CPU-bound neighbour process pinned to the core the test process is confined to (bounded
+in time) and checks that opening a predictor re-times the table's reference model, reports
 the slowdown with its ratio, and that the rescaled prediction matches what the slowed
 machine measures.
 """
 from __future__ import annotations
 
 import os
+import statistics
 import subprocess
 import sys
 import time
@@ -35,9 +36,8 @@ def demo_table(tmp_path_factory):
     return a, d
 
 
-def _neighbours() -> list[subprocess.Popen]:
-    cores = sorted(os.sched_getaffinity(0))
-    return [subprocess.Popen([sys.executable, "-c", _BUSY, str(c)]) for c in cores]
+def _neighbour(core: int) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-c", _BUSY, str(core)])
 
 
 def test_build_keeps_a_reference_model(demo_table):
@@ -54,24 +54,38 @@ def test_slowed_machine_is_noticed_and_predictions_follow(demo_table):
     plan = a.space.uniform_plan(0.15)
     runtime = load_profile("host").local_runtime()
     onnx = to_onnx_bytes(a.space.apply(plan), a.lm.input_shape)
-    procs = _neighbours()
+    # this process and a CPU-bound neighbour share one core: the timing (unpinned, as the
+    # standard stopwatch) cannot escape to an idle core, so every model runs at about half speed
+    saved = os.sched_getaffinity(0)
+    core = max(saved)
+    os.sched_setaffinity(0, {core})
+    procs = [_neighbour(core)]
     try:
         time.sleep(1.0)
-        pred = open_predictor(a, "host", d, drift=True)
         raw = open_predictor(a, "host", d, drift=False)
-        measured = runtime.measure_latencies([onnx], rounds=3, seconds=1.0)[0]["median_ms"]
         kept = open_predictor(a, "host", d, drift=True, rescale=False)
+        # a shared VM's own speed also swings from one second to the next: the drift check
+        # and the measurement alternate three times and the medians are compared
+        preds, measured_ms = [], []
+        for _ in range(3):
+            preds.append(open_predictor(a, "host", d, drift=True))
+            measured_ms.append(runtime.measure_latencies([onnx], rounds=3, seconds=1.0)[0]["median_ms"])
     finally:
+        os.sched_setaffinity(0, saved)
         for p in procs:
             p.kill()
             p.wait()
-    assert pred.drift is not None and pred.drift.ratio > 1 + DRIFT_THRESHOLD, pred.drift
-    assert pred.drift.significant and "slower" in pred.drift.describe("host")
-    assert pred.rescale == pytest.approx(pred.drift.ratio)
-    assert kept.rescale == 1.0 and kept.predict_ms(plan) == pytest.approx(raw.predict_ms(plan))
-    predicted = pred.predict_ms(plan)
-    assert predicted == pytest.approx(raw.predict_ms(plan) * pred.drift.ratio)
-    assert abs(predicted - measured) / measured <= 0.10, (predicted, measured, raw.predict_ms(plan), pred.drift)
+    for pred in preds:
+        assert pred.drift is not None and pred.drift.ratio > 1 + DRIFT_THRESHOLD, pred.drift
+        assert pred.drift.significant and "slower" in pred.drift.describe("host")
+        assert pred.rescale == pytest.approx(pred.drift.ratio)
+        assert pred.predict_ms(plan) == pytest.approx(raw.predict_ms(plan) * pred.drift.ratio)
+    assert kept.drift.significant and kept.rescale == 1.0
+    assert kept.predict_ms(plan) == pytest.approx(raw.predict_ms(plan))
+    predicted = statistics.median(p.predict_ms(plan) for p in preds)
+    measured = statistics.median(measured_ms)
+    assert abs(predicted - measured) / measured <= 0.10, (predicted, measured, raw.predict_ms(plan),
+                                                          [p.drift for p in preds], measured_ms)
 
 
 def test_a_reading_inside_the_builds_own_swing_is_not_drift():

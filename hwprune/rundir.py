@@ -95,6 +95,21 @@ class RunSummary:
         return cls(**known, extra={k: v for k, v in doc.items() if k not in names})
 
 
+def model_file_sha256(spec: str | None) -> str | None:
+    """sha256 of the file a ``path/to/file.py:factory`` spec names (None for zoo names,
+    importable modules, or a file that cannot be read): what a run records so that
+    loading it later refuses an edited model file."""
+    import hashlib
+
+    target = (spec or "").rpartition(":")[0]
+    if not target.endswith(".py"):
+        return None
+    try:
+        return hashlib.sha256(Path(target).read_bytes()).hexdigest()
+    except OSError:
+        return None
+
+
 def _check_model_file(model: str, sha256: Any, run_path: Path) -> None:
     """Refuse a user model file whose content differs from the one the run recorded."""
     import hashlib

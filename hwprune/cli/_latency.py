@@ -7,7 +7,7 @@ import sys
 from hwprune.cli._checks import check_tables_to_read
 from hwprune.cli._fmt import emit_json, fmt_ms, table
 from hwprune.cli._options import (add_device, add_format, add_keep_layers, add_latency_stat, add_model, add_rescale,
-                                  add_timing, drift_note, load_model)
+                                  add_timing, drift_note, int_at_least, load_model)
 from hwprune.errors import ConfigError
 
 HELP = "predict (and measure) a model's latency on a device"
@@ -18,7 +18,7 @@ def add_parser(sub) -> None:
         "Print the predicted latency of each kernel of the model (dense, or pruned by --plan) "
         "and the calibrated end-to-end prediction; --measure also times the model end to end "
         "on this machine with the device's runtime, with the standard stopwatch of 'hwprune bench' "
-        "(a fresh process, warm-up, median and p90 of single runs)."),
+        "(a fresh process, warm-up, median and p90 of single runs), --readings times, fastest kept."),
         epilog="examples:\n  hwprune latency --device host --model resnet18 --plan plan.json --measure\n"
                "  hwprune latency --device pixel1 --model my_net.py:build --input-shape 1x3x224x224",
         formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -28,6 +28,9 @@ def add_parser(sub) -> None:
     s.add_argument("--plan", help="a plan.json; default: the dense model")
     s.add_argument("--measure", action="store_true", help="also measure end to end (this machine only)")
     add_timing(s, "model (--measure)", warmup=10, repeats=100, min_time=1.0)
+    s.add_argument("--readings", type=int_at_least(1), default=3,
+                   help="--measure reads the stopwatch this many times, each in a fresh process, and "
+                        "reports the fastest: the otherwise idle machine (default 3)")
     add_rescale(s)
     add_latency_stat(s)
     add_format(s)
@@ -49,7 +52,7 @@ def measure_plan_ms(analysis, plan, profile, args: argparse.Namespace) -> float:
                           "measure with hwprune profile --runner/--rpc, or use --device host")
     pruned = analysis.space.apply(plan)
     result = profile.local_runtime().bench([to_onnx_bytes(pruned, analysis.lm.input_shape)], warmup=args.warmup,
-                                           runs=args.repeats, min_time_s=args.min_time)[0]
+                                           runs=args.repeats, min_time_s=args.min_time, readings=args.readings)[0]
     return result[f"{args.latency_stat}_ms"]
 
 

@@ -64,13 +64,14 @@ class Runner(abc.ABC):
 
     def time_models(self, models: list[MicroModel], rounds: int, seconds: float,
                     spread: list[float | None] | None = None) -> list[float | None]:
-        """Latency (ms) of each whole model as the standard stopwatch reports it (a median
-        of runs, no best round): ``rounds`` interleaved rounds over all of them, about
-        ``seconds`` of runs per model in all. None where a model failed. When ``spread``
-        is a list, each model's p90/median ratio (None where it failed) is appended.
+        """Latency (ms) of each whole model on the otherwise idle device: ``rounds``
+        interleaved rounds over all of them, about ``seconds`` of runs per model in all;
+        each keeps its lowest round median (a slow spell on a shared machine only adds
+        time). None where a model failed. When ``spread`` is a list, each model's p90/median
+        ratio of single runs (None where it failed) is appended.
 
-        This default times each round with :meth:`measure` and keeps the median of the
-        round medians; runners may keep the models loaded between calls (the local runner does).
+        This default times each round with :meth:`measure`; runners may keep the models
+        loaded between calls (the local runner does).
         """
         import statistics
         from dataclasses import replace
@@ -87,7 +88,7 @@ class Runner(abc.ABC):
             self.protocol = saved
         if spread is not None:
             spread += [statistics.median(r for _, r in xs) if xs else None for xs in got]
-        return [statistics.median(ms for ms, _ in xs) if xs else None for xs in got]
+        return [min(ms for ms, _ in xs) if xs else None for xs in got]
 
     def close(self) -> None:
         """Release the device and remove remote files. Safe to call twice."""

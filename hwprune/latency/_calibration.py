@@ -23,9 +23,10 @@ __all__ = ["calibration_plans", "Calibration", "CALIBRATION_MODEL"]
 CALIBRATION_MODEL = ("per model: measured_ms = scale * kernel_sum_ms + offset, least squares on relative "
                      "error over the model's points, kernel_sum_ms recomputed from each point's 'keep' on "
                      "the current table (kernels another build re-timed count), floored at the lowest "
-                     "measured/kernel_sum ratio; measured_ms is the median of the pass medians, each pass "
-                     "a median of single unpinned runs (the standard stopwatch's statistic, not a best "
-                     "round or core); p90_ms = measured_ms * the median p90/median ratio of the passes")
+                     "measured/kernel_sum ratio; measured_ms is the standard stopwatch's median on the "
+                     "otherwise idle machine, estimated as the lowest of 9 pass medians spread over the "
+                     "build (single-threaded runs on the fastest core); min_ms/max_ms the passes' range; "
+                     "p90_ms = measured_ms * the median p90/median ratio of single runs over the passes")
 
 
 def calibration_plans(analysis: Analysis, n_random: int = 8, seed: int = 0):
@@ -48,11 +49,10 @@ class Calibration:
 
     Call order: :meth:`between` after each in-context pass (optional), then
     :meth:`finish` once the table's kernels are final. A model's latency is its lowest
-    latency (:meth:`Runner.time_models`, the protocol the fidelity benchmark
-    measures with): the median of its round medians, each a median of unpinned single
-    runs, as the standard stopwatch (:mod:`hwprune.runtimes._bench`) reports; the rounds
-    run between the in-context passes, a minute or more apart, so the points describe the
-    machine over the build, not one lucky or unlucky minute.
+    latency (:meth:`Runner.time_models`): the lowest of its round medians, i.e. the
+    standard stopwatch's median (:mod:`hwprune.runtimes._bench`) on the otherwise idle
+    machine. Slow spells on a shared machine only add time, and the rounds run between the
+    in-context passes, a minute or more apart, so at least one of them is quiet.
     """
 
     def __init__(self, analysis: Analysis, runner: Runner, progress: bool, table: LatencyTable,
@@ -118,7 +118,7 @@ class Calibration:
         for name, plan, _ in self.models:
             xs = sorted(self.times.get(name, []))
             if xs:
-                ms = statistics.median(xs)
+                ms = xs[0]
                 ratio = statistics.median(self.spread[name]) if self.spread.get(name) else None
                 points.append(CalibrationPoint(key, pred.kernel_sum_ms(plan), ms, name,
                                                self.analysis.space.full_keep(plan), xs[-1], self.done, now_iso(),

@@ -151,21 +151,32 @@ class Runtime(abc.ABC):
                                 progress=progress, repeats=repeats, spread=spread)
 
     def bench(self, models: Sequence[bytes | str], warmup: int = 10, runs: int = 100,
-              min_time_s: float = 2.0) -> list[dict[str, Any]]:
+              min_time_s: float = 2.0, readings: int = 1) -> list[dict[str, Any]]:
         """Each model timed with the standard stopwatch (:mod:`hwprune.runtimes._bench`): a
         fresh process per model, this runtime's settings, warm-up, then the median and p90
         of single runs. What ``hwprune bench``, ``latency --measure`` and the search's
-        winner report: the number a user's own benchmark shows."""
+        winner report: the number a user's own benchmark shows.
+
+        With ``readings`` > 1 every model is read that many times, in passes over all of
+        them, and its fastest reading is returned (``readings_ms`` lists all): the estimate
+        of the otherwise idle device, since a busy neighbour only ever adds time."""
         from hwprune.runtimes._bench import stopwatch
 
-        out = stopwatch(list(models), self.spec.to_dict(), self.spec.target, warmup, runs, min_time_s)
-        return [{k: v for k, v in r.items() if k != "path"} for r in out]
+        passes = [stopwatch(list(models), self.spec.to_dict(), self.spec.target, warmup, runs, min_time_s)
+                  for _ in range(max(1, readings))]
+        out = []
+        for got in zip(*passes):
+            best = min(got, key=lambda r: r["median_ms"])
+            out.append({**{k: v for k, v in best.items() if k != "path"},
+                        "readings_ms": [r["median_ms"] for r in got]})
+        return out
 
     def measure_latencies(self, models: Sequence[bytes | str], rounds: int = 5, seconds: float = 1.0,
                           progress: bool = False, repeats: int = 25, warmup: int = 5) -> list[dict[str, Any]]:
-        """End-to-end latency of each model on this machine, with what was measured how,
-        timed in this process: ``rounds`` interleaved rounds, the median of all runs (the
-        table calibration's statistic; the drift check re-times its reference this way).
+        """End-to-end latency of each model on this otherwise idle machine, with what was
+        measured how, timed in this process: ``rounds`` interleaved rounds, the lowest round
+        median (the table calibration's statistic; the drift check re-times its reference
+        this way).
         """
         times = self.time_sessions([self.session(m) for m in models], rounds, seconds, progress, repeats, warmup)
         return [{"median_ms": ms, "statistic": INTERLEAVED_STATISTIC.format(rounds=rounds),

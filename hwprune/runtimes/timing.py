@@ -132,36 +132,37 @@ def time_runs(run: RunFn, protocol: TimingProtocol, key: str = "", cores: Sequen
 
 
 #: What :func:`time_interleaved` reports, for the records that keep its numbers.
-INTERLEAVED_STATISTIC = ("median of all timed runs over {rounds} interleaved rounds, unpinned (the standard "
-                         "stopwatch's statistic)")
+INTERLEAVED_STATISTIC = ("lowest of {rounds} interleaved round medians, single-threaded runs on the fastest core "
+                         "(the machine's idle speed)")
 
 
 def time_interleaved(runs: Sequence[RunFn], rounds: int = 5, min_time_s: float = 0.5, warmup: int = 5,
                      progress: bool = False, threads: int = 1, repeats: int = 25,
                      spread: list[float] | None = None) -> list[float]:
-    """Latency (ms) of each model as a plain stopwatch reports it, several models compared fairly.
+    """Latency (ms) of each model on an otherwise idle machine, robust to slow spells.
 
-    The statistic is the standard stopwatch's (:mod:`hwprune.runtimes._bench`): the median
-    of single runs, on whatever cores the OS picks (no pinning, no best round). Each round
-    times every model briefly, in alternating order, so a slow spell on a shared machine
-    falls on every model alike instead of on the ones that happened to run then. Each
-    model gets at least ``repeats`` timed runs and ``min_time_s`` timed seconds in all,
-    split over the rounds. When ``spread`` is a list, each model's p90/median ratio is
+    On a shared machine a neighbour can slow every run by 10-40% for tens of seconds, and
+    one core more than another. Each round times every model briefly, in alternating
+    order; a model's latency is the lowest of its per-round medians. A slow spell only
+    ever adds time, so the lowest round is the one it missed, and interleaving gives every
+    model the same chance of a quiet round. Single-threaded models are also timed on each
+    core in turn (:func:`timing_cores`). Each model gets at least ``repeats`` timed runs
+    and ``min_time_s`` timed seconds in all, split over the rounds. When ``spread`` is a
+    list, each model's p90/median ratio of single runs (the median over its rounds) is
     appended to it (what ``--latency-stat p90`` predicts from).
     """
     from tqdm.auto import tqdm
 
-    per: list[list[float]] = [[] for _ in runs]
+    per: list[list[Measurement]] = [[] for _ in runs]
     order = list(range(len(runs)))
-    per_round = max(3, -(-repeats // rounds))
+    proto = TimingProtocol(warmup=warmup, repeats=max(3, -(-repeats // rounds)), min_time_s=min_time_s / rounds)
+    cores = timing_cores(threads)
     with tqdm(total=rounds * len(runs), desc="timing end to end", disable=not progress,
               dynamic_ncols=True) as bar:
         for r in range(rounds):
             for i in (order if r % 2 == 0 else order[::-1]):
-                warm = warmup if r == 0 else max(1, warmup // rounds)
-                per[i] += _runs_ms(runs[i], warm, per_round, min_time_s / rounds, 60.0)
+                per[i].append(time_runs(runs[i], proto, cores=cores))
                 bar.update(1)
-    summaries = [summarize_times("", xs, warmup) for xs in per]
     if spread is not None:
-        spread += [m.p90_ms / m.median_ms for m in summaries]
-    return [m.median_ms for m in summaries]
+        spread += [statistics.median(m.p90_ms / m.median_ms for m in ms) for ms in per]
+    return [min(m.median_ms for m in ms) for ms in per]

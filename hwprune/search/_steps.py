@@ -25,7 +25,7 @@ from torch import nn
 from hwprune import __version__
 from hwprune.errors import ConfigError, HwpruneError
 from hwprune.pruning import PruningPlan
-from hwprune.rundir import RunDir, RunSummary
+from hwprune.rundir import RunDir, RunSummary, model_file_sha256
 from hwprune.search._budget import Budget, check_reachable
 from hwprune.search._plot import trials_figure
 from hwprune.search._report import model_facts, summary_markdown
@@ -338,7 +338,7 @@ def measure_winner(setup: SearchSetup, winner: Winner) -> WinnerScores:
             wait_s = held.wait_s
             setup.log(f"measuring dense and pruned latency with {runtime.name}"
                       + (f" (waited {wait_s:.1f} s for the device)" if wait_s >= 0.1 else ""))
-            dense_m, pruned_m = runtime.bench([dense_onnx, onnx])
+            dense_m, pruned_m = runtime.bench([dense_onnx, onnx], min_time_s=1.0, readings=3)
         measured = {"dense": dense_m, "pruned": pruned_m}
     return WinnerScores(accuracy, onnx, onnx_diff, measured, wait_s)
 
@@ -371,7 +371,8 @@ def build_summary(setup: SearchSetup, study: StudyResult, winner: Winner, scores
     return RunSummary(
         hwprune_version=__version__, started=study.started, device=setup.profile.name,
         model={"spec": setup.model_spec, "model_id": lm.model_id,
-               "input_shape": list(lm.input_shape), "weights": lm.weights},
+               "input_shape": list(lm.input_shape), "weights": lm.weights,
+               **({"sha256": digest} if (digest := model_file_sha256(setup.model_spec)) else {})},
         task={"name": data.name, **{k: v for k, v in data.meta.items() if isinstance(v, (str, int, float))}},
         budget={**setup.budget.to_dict(), "latency_stat": c.latency_stat},
         budget_text=setup.budget.describe() + (" (p90 of single runs)" if c.latency_stat == "p90" else ""),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import multiprocessing
+import queue
 import time
 from typing import Any, Iterable, Iterator
 
@@ -40,8 +41,11 @@ class SleepyRunner(Runner):
             ms = 0.001 * (1 + len(m.onnx) / 1000)
             yield Measurement(m.key, ms, ms, ms, ms, 0.0, 5, 1)
 
-    def time_models(self, models: list[MicroModel], rounds: int, seconds: float) -> list[float | None]:
+    def time_models(self, models: list[MicroModel], rounds: int, seconds: float,
+                    spread: list[float | None] | None = None) -> list[float | None]:
         time.sleep(self.sleep_s)
+        if spread is not None:
+            spread += [1.1] * len(models)
         return [0.002 * (1 + len(m.onnx) / 1000) for m in models]
 
 
@@ -69,7 +73,13 @@ def test_two_profiles_at_once_both_models_predict(tmp_path):
              for model in ("demo", "resnet20")]
     for p in procs:
         p.start()
-    done = [results.get(timeout=600) for _ in procs]
+    done, deadline = [], time.time() + 600
+    while len(done) < len(procs):  # a profile process that dies fails the test at once
+        try:
+            done.append(results.get(timeout=2))
+        except queue.Empty:
+            dead = [p.exitcode for p in procs if p.exitcode not in (None, 0)]
+            assert not dead and time.time() < deadline, f"a profile process failed (exit codes {dead})"
     for p in procs:
         p.join(60)
         assert p.exitcode == 0

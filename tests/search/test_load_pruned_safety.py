@@ -51,7 +51,11 @@ def runs(tmp_path):
     good.write_text(NET.format(side_effect=""))
     lm = load_model(f"{good}:make", input_shape="1x1x8x8")
     evil_run, _ = _run_for(tmp_path, "evil-run", f"{evil}:make", lm)
-    digest = hashlib.sha256(good.read_bytes()).hexdigest()
+    from hwprune.rundir import model_file_sha256
+
+    digest = model_file_sha256(f"{good}:make")  # what a search records for a user model file
+    assert digest == hashlib.sha256(good.read_bytes()).hexdigest()
+    assert model_file_sha256("resnet18") is None and model_file_sha256(f"{tmp_path}/none.py:make") is None
     good_run, model = _run_for(tmp_path, "good-run", f"{good}:make", lm, sha256=digest)
     return {"marker": marker, "evil": evil, "good": good, "evil_run": evil_run, "good_run": good_run,
             "model": model}

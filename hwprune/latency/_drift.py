@@ -107,12 +107,14 @@ def reference_for(table: LatencyTable, model_key: str | None = None) -> dict[str
 
 def measure_drift(table: LatencyTable, runtime: Any, model_key: str | None = None,
                   seconds: float = 1.0) -> Drift | None:
-    """Re-time the reference model with the calibration's protocol; None without one."""
+    """Re-time the reference model (the calibration's protocol, but the median round: how
+    fast the machine runs now, not in its best second); None without one."""
     record = reference_for(table, model_key)
     if record is None:
         return None
     onnx = (table.directory / record["file"]).read_bytes()
-    now = runtime.measure_latencies([onnx], rounds=3, seconds=seconds)[0]["median_ms"]
+    # the machine as it runs now: the median of 5 short rounds (a slow spell counts)
+    now = runtime.time_sessions([runtime.session(onnx)], rounds=5, seconds=seconds, statistic="median")[0]
     low, high = record.get("min_ms"), record.get("max_ms")
     return Drift(record["model"], now, float(record["measured_ms"]), float(low) if low else None,
                  float(high) if high else None)

@@ -144,11 +144,11 @@ class Runtime(abc.ABC):
 
     def time_sessions(self, sessions: Sequence[Session], rounds: int = 5, seconds: float = 1.0,
                       progress: bool = False, repeats: int = 25, warmup: int = 5,
-                      spread: list[float] | None = None) -> list[float]:
+                      spread: list[float] | None = None, statistic: str = "lowest") -> list[float]:
         """End-to-end latency (ms) of loaded models, timed together (see ``time_interleaved``)."""
         calls = [s.call(random_inputs(s.inputs)) for s in sessions]
         return time_interleaved(calls, rounds=rounds, min_time_s=seconds, warmup=warmup, threads=self.threads,
-                                progress=progress, repeats=repeats, spread=spread)
+                                progress=progress, repeats=repeats, spread=spread, statistic=statistic)
 
     def bench(self, models: Sequence[bytes | str], warmup: int = 10, runs: int = 100,
               min_time_s: float = 2.0, readings: int = 1) -> list[dict[str, Any]]:

@@ -138,7 +138,7 @@ INTERLEAVED_STATISTIC = ("lowest of {rounds} interleaved round medians, single-t
 
 def time_interleaved(runs: Sequence[RunFn], rounds: int = 5, min_time_s: float = 0.5, warmup: int = 5,
                      progress: bool = False, threads: int = 1, repeats: int = 25,
-                     spread: list[float] | None = None) -> list[float]:
+                     spread: list[float] | None = None, statistic: str = "lowest") -> list[float]:
     """Latency (ms) of each model on an otherwise idle machine, robust to slow spells.
 
     On a shared machine a neighbour can slow every run by 10-40% for tens of seconds, and
@@ -149,7 +149,10 @@ def time_interleaved(runs: Sequence[RunFn], rounds: int = 5, min_time_s: float =
     core in turn (:func:`timing_cores`). Each model gets at least ``repeats`` timed runs
     and ``min_time_s`` timed seconds in all, split over the rounds. When ``spread`` is a
     list, each model's p90/median ratio of single runs (the median over its rounds) is
-    appended to it (what ``--latency-stat p90`` predicts from).
+    appended to it (what ``--latency-stat p90`` predicts from). ``statistic="median"``
+    returns the median round instead of the lowest: the machine as it runs *now*, slow
+    spell included (what the drift check wants; the lowest of a few rounds under a steady
+    neighbour favours short models, whose rounds vary more).
     """
     from tqdm.auto import tqdm
 
@@ -165,4 +168,5 @@ def time_interleaved(runs: Sequence[RunFn], rounds: int = 5, min_time_s: float =
                 bar.update(1)
     if spread is not None:
         spread += [statistics.median(m.p90_ms / m.median_ms for m in ms) for ms in per]
-    return [min(m.median_ms for m in ms) for ms in per]
+    pick = min if statistic == "lowest" else statistics.median
+    return [pick([m.median_ms for m in ms]) for ms in per]

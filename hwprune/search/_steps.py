@@ -175,8 +175,12 @@ def prepare_search(config: SearchConfig, log: Log | None = None) -> SearchSetup:
     # workers of a shared study must agree on the budget and on every plan's feasibility:
     # each would measure its own drift, so there the drift is reported, not applied
     shared = bool(config.storage_url)
+    # a relative latency budget (50%) scales with the drift exactly as every prediction does,
+    # so the same plans fit either way: the search keeps the table's values, and the same
+    # command resumes the same study whatever the machine's speed today
+    relative = config.latency is None or str(config.latency).strip().endswith("%")
     predictor = open_predictor(analysis, profile.name, config.tables, drift=True,
-                               rescale=config.rescale and not shared, stat=config.latency_stat)
+                               rescale=config.rescale and not shared and not relative, stat=config.latency_stat)
     space, cost = analysis.space, analysis.cost
     dense_ms = float(predictor.predict_ms(space.dense_plan()))
     budget = Budget.parse(config.latency, config.memory, dense_ms, cost.cost(space.dense_plan()).memory_bytes)
@@ -187,7 +191,8 @@ def prepare_search(config: SearchConfig, log: Log | None = None) -> SearchSetup:
     if predictor.drift is not None and predictor.drift.significant:
         warnings.append(predictor.drift.describe(profile.name) + (
             f"; predictions scaled by {predictor.rescale:.2f}" if predictor.rescale != 1.0 else
-            "; not applied (workers of a shared study use the table's values)" if shared else ""))
+            "; not applied (workers of a shared study use the table's values)" if shared else
+            "; not applied (a relative budget scales with it, so the same plans fit)" if relative else ""))
     warnings += _loose_budget(budget, dense_ms, cost.cost(space.dense_plan()).memory_bytes)
     run = RunDir.create(config.run_dir, resume=config.resume, shared_study=bool(config.storage_url))
     data = load_task(config.task, config.data_dir, lm.input_shape, lm.model_id)

@@ -26,7 +26,7 @@ from hwprune.models import load_model
 from hwprune.search import Budget, PlanSearch, load_pruned, run_search, widest_uniform_plan
 from hwprune.devices import load_profile
 from hwprune.latency._store import table_warning
-from hwprune.search._study import INFEASIBLE_SCORE
+from hwprune.search._study import INFEASIBLE_SCORE, uniform_seed_plans
 
 torch.set_num_threads(1)
 
@@ -101,9 +101,13 @@ def test_uniform_baseline_enqueued_first_and_feasible(setup, tmp_path) -> None:
     first = min(out.records, key=lambda r: r.number)
     assert first.number == 0 and first.source == "uniform" and first.feasible and first.evaluated
     widest = widest_uniform_plan(search.space, search.fits)
-    snapped = search.codec.snap(widest)  # onto the counts the search uses, when that fits
-    assert first.keep == search.space.full_keep(snapped if search.fits(snapped) else widest)
-    assert all(k >= w for k, w in zip(first.keep.values(), search.space.full_keep(widest).values()))
+    # the widest fitting uniform plan raised onto the counts the search uses; when the raised
+    # plan breaks the budget (the study can only hold those counts), the next narrower one
+    snapped = [search.codec.snap(p) for p in uniform_seed_plans(search.space, search.fits, count=8)]
+    expected = next(p for p in snapped if search.fits(p))
+    assert first.keep == search.space.full_keep(expected)
+    if search.fits(search.codec.snap(widest)):
+        assert all(k >= w for k, w in zip(first.keep.values(), search.space.full_keep(widest).values()))
     uniform = sorted((r for r in out.records if r.source == "uniform"), key=lambda r: r.number)
     assert [r.number for r in uniform] == [0, 1, 2]
     # the widest fitting one first, then narrower ones; every wider uniform plan is over budget

@@ -25,6 +25,7 @@ import time
 from pathlib import Path
 
 import pandas as pd
+from _report import md_table
 
 from hwprune._paths import tables_dir
 from hwprune.devices import LocalRunner, load_profile
@@ -35,15 +36,6 @@ from hwprune.runtimes.timing import TimingProtocol
 from hwprune.search import run_search
 
 OUT = Path(__file__).parent / "results"
-
-
-def md_table(df: pd.DataFrame) -> str:
-    def cell(v):
-        return f"{v:.3f}" if isinstance(v, float) else str(v)
-    head = "| " + " | ".join(df.columns) + " |"
-    sep = "|" + "|".join("---" for _ in df.columns) + "|"
-    body = ["| " + " | ".join(cell(v) for v in row) + " |" for row in df.itertuples(index=False)]
-    return "\n".join([head, sep, *body])
 
 
 def main() -> int:

@@ -24,6 +24,7 @@ import time
 from pathlib import Path
 
 import pandas as pd
+from _report import md_table
 
 from hwprune._paths import tables_dir
 from hwprune.pruning import analyze
@@ -37,15 +38,6 @@ from hwprune.onnx_export import to_onnx_bytes
 
 MODELS = ["resnet18", "mobilenet_v2", "resnet20", "demo"]
 OUT = Path(__file__).parent / "results"
-
-
-def md_table(df: pd.DataFrame) -> str:
-    def cell(v):
-        return f"{v:.3f}" if isinstance(v, float) else str(v)
-    head = "| " + " | ".join(df.columns) + " |"
-    sep = "|" + "|".join("---" for _ in df.columns) + "|"
-    body = ["| " + " | ".join(cell(v) for v in row) + " |" for row in df.itertuples(index=False)]
-    return "\n".join([head, sep, *body])
 
 
 def spearman(a: list[float], b: list[float]) -> float:

@@ -35,6 +35,7 @@ import time
 from pathlib import Path
 
 import pandas as pd
+from _report import md_table
 
 from hwprune._paths import tables_dir
 from hwprune.devices import LocalRunner, load_profile
@@ -47,15 +48,6 @@ from hwprune.runtimes.timing import TimingProtocol
 MODELS = ["resnet18", "resnet34", "resnet50", "mobilenet_v1", "mobilenet_v2"]
 OUT = Path(__file__).parent / "results"
 PLAN_SEED = 1000  # the calibration plans are drawn with seed 0
-
-
-def md_table(df: pd.DataFrame) -> str:
-    def cell(v):
-        return f"{v:.3f}" if isinstance(v, float) else str(v)
-    head = "| " + " | ".join(df.columns) + " |"
-    sep = "|" + "|".join("---" for _ in df.columns) + "|"
-    body = ["| " + " | ".join(cell(v) for v in row) + " |" for row in df.itertuples(index=False)]
-    return "\n".join([head, sep, *body])
 
 
 def ensure_profiled(analysis, device: str, directory: Path, runtime) -> dict | None:

@@ -169,13 +169,19 @@ def _schedule_pad(sch: Any, block: Any, lanes: int, outer: int = 0,
         except Exception:  # noqa: BLE001  (not a padding pattern: keep it as it is)
             pass
     if deinterleaved and len(blocks) == 2:
-        cl = sch.get_loops(block)
-        ext = _int(sch.get(cl[-1]).extent)
-        if ext is not None and ext % 2 == 0:
+        # both loops run over the stored layout (parity outside, half-columns inside), so
+        # the fill's stores and the copy's stores are contiguous vectors
+        for b in blocks:
+            cl = sch.get_loops(b)
+            ext = _int(sch.get(cl[-1]).extent)
+            if ext is None or ext % 2:
+                _schedule_spatial_loops(sch, b, lanes)
+                continue
             j, q = sch.split(cl[-1], [None, 2])
             sch.reorder(q, j)
-            _schedule_spatial_loops(sch, blocks[0], lanes)
-            return
+            if ext // 2 <= 8 * lanes:
+                sch.vectorize(j)
+        return
     for b in blocks:
         _schedule_spatial_loops(sch, b, lanes)
 

@@ -272,7 +272,7 @@ def _schedule_conv(sch: Any, block: Any, lanes: int) -> str:
         tile_loop = xo
         outer = [n, fo, y]
     else:  # narrow image (7x7 and smaller): tile rows x columns
-        rows = max(1, min(oh, 14 // ow))
+        rows = max(r for r in range(1, max(1, min(oh, 14 // ow)) + 1) if oh % r == 0)  # no ragged tail
         yo, yi = sch.split(y, [None, rows])
         sch.reorder(n, fo, yo, rc, ry, rx, yi, x, fi)
         tile_loop = yo

@@ -12,12 +12,15 @@ For each model variant this exports ONNX and compiles it with TVM several ways:
 All of them and onnxruntime are timed in interleaved rounds (every runtime once per round,
 median over rounds), one thread each. Run it on a quiet machine:
 
-    python benchmarks/compile_speed.py                                    # everything (about an hour)
+    python benchmarks/compile_speed.py --tables DIR                       # everything (about an hour)
     python benchmarks/compile_speed.py --models demo --budgets 4 --rounds 3   # smoke test, ~2 min
 
 Variants: ``demo``, ``demo@0.5``, ``resnet18``, ``resnet18@0.5``, ``mobilenet_v2`` (``@R`` = a
 uniform plan pruning every group by R), ``resnet18-layer`` (the 3x3 conv-BN-ReLU of ResNet-18's
-first stage, 64 channels at 56x56). Writes benchmarks/results/compile_speed.csv and .md.
+first stage, 64 channels at 56x56). With ``--tables DIR`` holding a host-tvm table of the
+zoo models, each row also gets that table's prediction (``host_tvm_predicted_ms``, the drift
+check applied as the CLI applies it) beside the measured library latency. Writes
+benchmarks/results/compile_speed.csv and .md.
 """
 from __future__ import annotations
 
@@ -41,6 +44,7 @@ from torch import nn
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from hwprune._paths import tables_dir  # noqa: E402
 from hwprune.runtimes import tvm as T  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results"
@@ -75,6 +79,26 @@ def export_variant(variant: str, folder: Path) -> tuple[Path, dict[str, Any]]:
             model = space.apply(plan).eval()
     path = export_onnx(model, shape, folder / f"{variant}.onnx")
     return path, {"input": "x".join(map(str, shape)), "params": sum(p.numel() for p in model.parameters())}
+
+
+def predict_variant(variant: str, tables: Path) -> tuple[float | None, str]:
+    """The host-tvm table's prediction for ``variant`` (ms, drift followed as the CLI does)
+    and why there is none: a model the table does not hold is not profiled here."""
+    from hwprune.latency import open_predictor
+    from hwprune.models import load_model
+    from hwprune.pruning import analyze
+    from hwprune.errors import HwpruneError
+
+    name, _, ratio = variant.partition("@")
+    if name == "resnet18-layer":
+        return None, "not a zoo model"
+    analysis = analyze(load_model(name))
+    try:
+        pred = open_predictor(analysis, "host-tvm", tables, drift=True)
+    except HwpruneError as exc:
+        return None, str(exc).splitlines()[0]
+    plan = analysis.space.uniform_plan(float(ratio)) if ratio else analysis.space.uniform_plan(0.0)
+    return pred.predict_ms(plan), ""
 
 
 # --------------------------------------------------------------------------- compile
@@ -169,7 +193,8 @@ def write_results(rows: list[dict[str, Any]], budgets: list[int], total_s: float
     note = (f"\nLatencies in ms (1 thread, median over interleaved rounds); `*_s` columns are seconds "
             f"of compile or tuning wall time. Budgets: {', '.join(map(str, budgets)) or 'none'} trials in total "
             "per model (tasks ranked by latency share, >= 16 trials per tuned task; per task the faster of "
-            "record and library kept: `kept` = records faster than the library). Machine: "
+            "record and library kept: `kept` = records faster than the library). `host_tvm_predicted_ms`: the "
+            "host-tvm table's prediction for the variant (`-`: the table lacks the model). Machine: "
             f"{platform.machine()}, {os.cpu_count()} CPUs, TVM {T.tvm_version()}, onnxruntime "
             f"{onnxruntime.__version__}. Total benchmark time {total_s / 60:.1f} min.\n")
     text = "# Compile speed: onnxruntime vs TVM default vs schedule library vs tuned (host CPU)\n\n"
@@ -185,6 +210,9 @@ def main() -> int:
     ap.add_argument("--rounds", type=int, default=7, help="interleaved timing rounds")
     ap.add_argument("--repeats", type=int, default=20, help="runs per runtime per round")
     ap.add_argument("--out", type=Path, default=RESULTS, help="folder for compile_speed.csv/.md")
+    ap.add_argument("--tables", type=Path, default=None,
+                    help="folder with a host-tvm table of the models (profile it first: hwprune profile "
+                         "--device host-tvm --model M); its prediction goes beside the measurements")
     args = ap.parse_args()
     budgets = [int(b) for b in args.budgets.split(",") if b.strip()]
     if any(b <= 0 for b in budgets):
@@ -203,6 +231,11 @@ def main() -> int:
             times = time_interleaved(onnx_path, exes, args.rounds, args.repeats)
             row.update({f"{label}_ms": ms for label, ms in times.items()})
             row["library_vs_ort"] = times["library"] / times["onnxruntime"]
+            predicted, why = predict_variant(variant, tables_dir(args.tables))
+            row["host_tvm_predicted_ms"] = predicted
+            row["predicted_vs_library"] = predicted / times["library"] if predicted else None
+            if why:
+                print(f"{variant}: no host-tvm prediction ({why})", file=sys.stderr)
             for n in budgets:
                 row[f"tuned{n}_vs_library"] = times[f"tuned@{n}"] / times["library"]
             rows.append(row)

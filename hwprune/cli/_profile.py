@@ -93,6 +93,14 @@ def run(args: argparse.Namespace) -> int:
         if report.stale_note:
             print(f"hwprune: warning: {report.stale_note}; measuring anew", file=sys.stderr)
         _say_drift(profile, table, analysis, report)
+        if report.unsteady_models:
+            print(f"hwprune: warning: this machine's speed kept moving during the build ({report.extra_rounds} "
+                  f"calibration rounds re-run; the fastest rounds of {len(report.unsteady_models)} calibration "
+                  f"models still differ by more than 5%); run the same command with --rebuild on a quieter "
+                  f"machine for steadier values", file=sys.stderr)
+        elif report.extra_rounds:
+            print(f"hwprune: the machine's speed moved during the build: {report.extra_rounds} calibration rounds "
+                  f"re-run until they agreed", file=sys.stderr)
     result = {**report.to_dict(), "kind": kind, "table": str(LatencyTable.paths(directory, profile.name)[0])}
     if args.format == "json":
         emit_json(result)

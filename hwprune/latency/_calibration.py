@@ -10,7 +10,7 @@ import random
 import statistics
 
 from hwprune.devices import MicroModel, Runner
-from hwprune.latency._drift import save_reference
+from hwprune.latency._drift import NOISY_BUILD, save_reference
 from hwprune.latency._in_context import IN_CONTEXT_PASSES
 from hwprune.latency._predict import LatencyPredictor
 from hwprune.latency._progress import progress_bar
@@ -60,6 +60,7 @@ class Calibration:
         from hwprune.onnx_export import to_onnx_bytes
 
         self.analysis, self.runner, self.passes, self.table = analysis, runner, passes, table
+        self.base_passes = passes
         self.models = [(name, plan, MicroModel(f"e2e:{analysis.model_key}:{name}",
                                                to_onnx_bytes(analysis.space.apply(plan), analysis.lm.input_shape)))
                        for name, plan in calibration_plans(analysis)]
@@ -78,6 +79,8 @@ class Calibration:
         self.done = min(self.done, passes)
         self.progress = progress
         self.bar = None
+        self.extra_rounds = 0
+        self.unsteady_models: list[str] = []
 
     def between(self) -> None:
         """This pass's share of the rounds: called after each in-context pass. One round
@@ -86,15 +89,19 @@ class Calibration:
             self.run(1)
 
     def run(self, passes: int | None = None) -> None:
-        """Time ``passes`` more interleaved rounds over all calibration models (default: the rest)."""
+        """Time ``passes`` more interleaved rounds over all calibration models (default:
+        the rest), one call and one journal line per round: each round's value is kept, so
+        the table knows how far the machine's speed swung during the build."""
         n = self.passes - self.done if passes is None else min(passes, self.passes - self.done)
-        if n <= 0:
-            return
-        if self.bar is None:
+        if n > 0 and self.bar is None:
             self.bar = progress_bar(self.passes, "calibrating end to end", self.progress, unit="round")
+        for _ in range(max(0, n)):
+            self._round()
+
+    def _round(self) -> None:
         ratios: list[float | None] = []
-        times = self.runner.time_models([mm for _, _, mm in self.models], rounds=n,
-                                        seconds=2.0 * n / self.passes, spread=ratios)
+        times = self.runner.time_models([mm for _, _, mm in self.models], rounds=1,
+                                        seconds=2.0 / self.base_passes, spread=ratios)
         ratios += [None] * (len(times) - len(ratios))
         got = {name: ms for (name, _, _), ms in zip(self.models, times) if ms is not None}
         spread = {name: r for (name, _, _), r in zip(self.models, ratios) if r is not None and name in got}
@@ -102,13 +109,34 @@ class Calibration:
             self.times.setdefault(name, []).append(ms)
         for name, r in spread.items():
             self.spread.setdefault(name, []).append(r)
-        self.done += n
-        self.table.append_calibration_round(CalibrationRound(self.analysis.model_key, n, got, now_iso(), spread))
-        self.bar.update(n)
+        self.done += 1
+        self.table.append_calibration_round(CalibrationRound(self.analysis.model_key, 1, got, now_iso(), spread))
+        self.bar.update(1)
+
+    def unsteady(self) -> list[str]:
+        """Calibration models whose two fastest rounds differ by more than
+        :data:`~hwprune.latency._drift.NOISY_BUILD`: the machine's speed moved during
+        the build, and the lowest round may not be the idle machine's."""
+        out = []
+        for name, _, _ in self.models:
+            xs = sorted(self.times.get(name, []))
+            if len(xs) >= 2 and xs[1] > xs[0] * (1 + NOISY_BUILD):
+                out.append(name)
+        return out
 
     def finish(self) -> int:
-        """Time the remaining rounds and replace the model's points; returns how many."""
+        """Time the remaining rounds and replace the model's points; returns how many.
+
+        Where the machine's speed moved during the build (:meth:`unsteady`), up to
+        ``passes`` more rounds are timed, one at a time, until every model's two fastest
+        rounds agree (``self.extra_rounds`` counts them; ``self.unsteady_models`` names
+        the models that never settled)."""
         self.run()
+        while self.unsteady() and self.passes < 2 * self.base_passes:
+            self.passes += 1
+            self.extra_rounds += 1
+            self.run(1)
+        self.unsteady_models = self.unsteady()
         if self.bar is not None:
             self.bar.close()
             self.bar = None

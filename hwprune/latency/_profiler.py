@@ -44,6 +44,10 @@ class ProfileReport:
     table_path: str = ""
     stale_note: str | None = None
     drift: dict[str, Any] | None = None
+    #: calibration rounds re-run because the machine's speed moved during the build
+    extra_rounds: int = 0
+    #: calibration models whose fastest rounds still disagreed by more than 5% after them
+    unsteady_models: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -124,6 +128,8 @@ def profile_model(analysis: Analysis, table: LatencyTable, runner: Runner, ancho
     report.interpolated = interpolate(analysis, table, anchors, block)
     # nothing new was timed: the calibration stands
     report.calibration_points = cal.finish() if cal is not None else known
+    if cal is not None:
+        report.extra_rounds, report.unsteady_models = cal.extra_rounds, cal.unsteady_models
     table.record_model(analysis.lm.model_id, analysis.lm.input_shape, templates=len(analysis.templates),
                        anchors_per_group=anchors, needed_kernels=report.needed,
                        measured_kernels=len(wanted), interpolated_kernels=report.interpolated)

@@ -114,11 +114,12 @@ def test_calibration_rounds_survive_a_kill(tmp_path, r20):
     again = LatencyTable.load(tmp_path, "host", create=True)
     assert [r.rounds for r in again.pending_calibration] == [1, 1, 1, 1]  # one round per call
     runner = _CountingRunner()
-    profile_model(r20, again, runner, progress=False)
-    assert runner.rounds == 5  # only the round in flight is timed again
+    report = profile_model(r20, again, runner, progress=False)
+    # only the round in flight is timed again (plus rounds re-run if the machine's speed moved)
+    assert runner.rounds == 5 + report.extra_rounds
     final = LatencyTable.load(tmp_path, "host")
     points = [p for p in final.meta.calibration if p.model == r20.model_key]
-    assert len(points) == 11 and all(p.rounds == 9 for p in points)
+    assert len(points) == 11 and all(p.rounds == 9 + report.extra_rounds for p in points)
     assert final.pending_calibration == []
     # the spread of single runs is kept (journaled rounds included): the p90 is predicted from it
     assert all(p.p90_ms is not None and p.p90_ms >= p.measured_ms for p in points)
@@ -134,6 +135,36 @@ def test_calibration_rounds_survive_a_kill(tmp_path, r20):
         p.p90_ms = None
     with pytest.raises(TableError, match="no run-to-run spread"):
         LatencyPredictor(r20, final).use_stat("p90")
+
+
+class _SpeedChangeRunner(LocalRunner):
+    """End-to-end rounds: the first at full speed, then 20% slower until call
+    ``settle_at`` (1-based), full speed again from there."""
+
+    def __init__(self, settle_at: int) -> None:
+        super().__init__(protocol=FAST)
+        self.settle_at, self.calls = settle_at, 0
+
+    def time_models(self, models, rounds, seconds, spread=None):
+        self.calls += 1
+        slow = 1 < self.calls < self.settle_at
+        if spread is not None:
+            spread.extend([1.1] * len(models))
+        return [(i + 1) * (1.2 if slow else 1.0) for i in range(len(models))]
+
+
+def test_rounds_are_rerun_when_the_machine_speed_moved(tmp_path, r20):
+    table = LatencyTable.load(tmp_path, "host", create=True)
+    runner = _SpeedChangeRunner(settle_at=12)
+    report = profile_model(r20, table, runner, progress=False)
+    # each model's fastest round had no twin within 5% until the machine settled
+    assert report.extra_rounds >= 1 and runner.calls == 12 and report.unsteady_models == []
+    points = sorted((p for p in table.meta.calibration if p.model == r20.model_key), key=lambda p: p.measured_ms)
+    assert [p.measured_ms for p in points] == [float(i + 1) for i in range(11)]
+
+    never = _SpeedChangeRunner(settle_at=10**6)
+    report = profile_model(r20, LatencyTable.load(tmp_path / "b", "host", create=True), never, progress=False)
+    assert report.extra_rounds == 9 and len(report.unsteady_models) == 11  # bounded: at most as many again
 
 
 def test_second_model_extends_instead_of_restarting(tmp_path, r20):

@@ -362,3 +362,40 @@ def test_study_name_with_another_budget_is_refused(storage, tables, tmp_path, ca
     code, text = _cli(capsys, args)
     assert code == 1 and len(text.strip().splitlines()) == 1 and "budget.latency_ms" in text, text
     assert not (tmp_path / "second").exists()
+
+
+# --------------------------------------------------------------------------- --workers and --finish
+
+def test_workers_flag_runs_processes_on_the_run_folder_journal(tables, tmp_path) -> None:
+    trials, run = 4, tmp_path / "run"
+    cmd = _cmd(tables, tmp_path, "-", "-", trials, "--no-measure", "--workers", "2", "--run-dir", str(run))
+    cut = cmd.index("--storage")
+    cmd = cmd[:cut] + cmd[cut + 4:]  # no --storage, no --study-name: the run folder's own journal
+    done = subprocess.run(cmd, cwd=tmp_path, env=_env(0.2), capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    out = json.loads(done.stdout)
+    assert out["status"] == "finished" and out["run_dir"] == str(run)
+    assert (run / "study.journal").is_file()
+    workers = [json.loads(p.read_text()) for p in (run / "workers").glob("*/worker.json")]
+    assert len(workers) == 2 and sum(w["evaluated"] for w in workers) == trials
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["search"]["evaluated"] == trials and summary["status"] == "finished"
+    assert summary["pruned"]["predicted_ms"] <= summary["budget"]["latency_ms"]
+
+
+def test_finish_after_the_workers(tables, tmp_path, capsys) -> None:
+    storage, name = str(tmp_path / "study.journal"), f"fin-{secrets.token_hex(4)}"
+    code, text = _cli(capsys, ["search", "--finish", "--storage", storage, "--study-name", name,
+                               "--work-dir", str(tmp_path / "work")])
+    assert code != 0 and len(text.strip().splitlines()) == 1  # no study yet: one line
+    cmd = _cmd(tables, tmp_path, storage, name, 2, "--no-measure")
+    done = subprocess.run(cmd, cwd=tmp_path, env=_env(0), capture_output=True, text=True, timeout=170)
+    assert done.returncode == 0, done.stderr[-2000:]
+    (run,) = _run_dirs(tmp_path)
+    before = (run / "summary.json").read_bytes()
+    # the worker wrote the winner: --finish says where, and writes nothing again
+    code = main(["search", "--finish", "--storage", storage, "--study-name", name, "--tables", str(tables),
+                 "--work-dir", str(tmp_path / "work"), "--format", "json"])
+    out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert code == 0 and out["status"] == "already-written" and out["run_dir"] == str(run), out
+    assert (run / "summary.json").read_bytes() == before

@@ -168,6 +168,9 @@ def finish_study(storage_url: str, study_name: str, run_dir: str | os.PathLike,
         except KeyError:
             raise ConfigError(f"no study '{study_name}' in '{spec.masked}'",
                               "pass the --study-name the workers used") from None
+    done = stored.user_attrs.get(WINNER_ATTR) or {}
+    if done.get("status") == "written":  # say where, and touch nothing
+        return {"status": "already-written", "winner": done, "run_dir": done.get("run_dir")}
     doc = stored.user_attrs.get(CONFIG_ATTR)
     if not doc:
         raise ConfigError(f"study '{study_name}' has no finished worker yet (no search settings stored)",

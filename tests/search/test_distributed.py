@@ -398,4 +398,4 @@ def test_finish_after_the_workers(tables, tmp_path, capsys) -> None:
                  "--work-dir", str(tmp_path / "work"), "--format", "json"])
     out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert code == 0 and out["status"] == "already-written" and out["run_dir"] == str(run), out
-    assert (run / "summary.json").read_bytes() == before
+    assert (run / "summary.json").read_bytes() == before and _run_dirs(tmp_path) == [run]

@@ -141,8 +141,7 @@ class PlanCodec:
         return {g.name: list(self.choices[g.name]) for g in self.groups}
 
 
-def efficient_choices(space: PruningSpace, predict_ms: Callable[[PruningPlan], float],
-                      rel_tol: float = 1e-6) -> dict[str, list[int]]:
+def efficient_choices(space: PruningSpace, predict_ms: Callable[[PruningPlan], float]) -> dict[str, list[int]]:
     """Per group, the channel counts that buy latency: a count is dropped when a wider one
     is predicted no slower (the runtime pads channels to its SIMD block, so 56 channels
     cost what 64 do, and the wider layer is the more accurate one).
@@ -157,7 +156,7 @@ def efficient_choices(space: PruningSpace, predict_ms: Callable[[PruningPlan], f
         best = math.inf  # lowest latency among the wider kept counts
         for c in sorted(g.choices, reverse=True):
             ms = predict_ms(plan_from_keep(space, {**dense, g.name: c}))
-            if not kept or ms < best * (1 - rel_tol):
+            if not kept or ms < best:
                 kept.append(c)
                 best = min(best, ms)
         out[g.name] = sorted(kept)

@@ -396,6 +396,6 @@ def test_finish_after_the_workers(tables, tmp_path, capsys) -> None:
     # the worker wrote the winner: --finish says where, and writes nothing again
     code = main(["search", "--finish", "--storage", storage, "--study-name", name, "--tables", str(tables),
                  "--work-dir", str(tmp_path / "work"), "--format", "json"])
-    out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    out = json.loads(capsys.readouterr().out)
     assert code == 0 and out["status"] == "already-written" and out["run_dir"] == str(run), out
     assert (run / "summary.json").read_bytes() == before and _run_dirs(tmp_path) == [run]

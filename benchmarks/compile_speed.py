@@ -97,7 +97,7 @@ def predict_variant(variant: str, tables: Path) -> tuple[float | None, str]:
         pred = open_predictor(analysis, "host-tvm", tables, drift=True)
     except HwpruneError as exc:
         return None, str(exc).splitlines()[0]
-    plan = analysis.space.uniform_plan(float(ratio)) if ratio else analysis.space.uniform_plan(0.0)
+    plan = analysis.space.uniform_plan(float(ratio)) if ratio else analysis.space.dense_plan()
     return pred.predict_ms(plan), ""
 
 

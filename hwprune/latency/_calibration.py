@@ -79,7 +79,6 @@ class Calibration:
         self.done = min(self.done, passes)
         self.progress = progress
         self.bar = None
-        self.extra_rounds = 0
         self.unsteady_models: list[str] = []
 
     def between(self) -> None:
@@ -113,6 +112,11 @@ class Calibration:
         self.table.append_calibration_round(CalibrationRound(self.analysis.model_key, 1, got, now_iso(), spread))
         self.bar.update(1)
 
+    @property
+    def extra_rounds(self) -> int:
+        """Rounds re-run beyond the planned ``passes`` (see :meth:`finish`)."""
+        return self.passes - self.base_passes
+
     def unsteady(self) -> list[str]:
         """Calibration models whose two fastest rounds differ by more than
         :data:`~hwprune.latency._drift.NOISY_BUILD`: the machine's speed moved during
@@ -134,7 +138,6 @@ class Calibration:
         self.run()
         while self.unsteady() and self.passes < 2 * self.base_passes:
             self.passes += 1
-            self.extra_rounds += 1
             self.run(1)
         self.unsteady_models = self.unsteady()
         if self.bar is not None:

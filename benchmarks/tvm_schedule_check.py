@@ -13,7 +13,7 @@ reports the median over rounds and the ratio of those medians.
 
     PYTHONPATH=. python benchmarks/tvm_schedule_check.py [--rounds 5] [--models demo,...]
 
-Writes benchmarks/results/tvm_schedule_check.md and .csv. The machine is shared with
+Writes benchmarks/results/tvm_schedule_check.md and .csv (AVX-512; ``-avx2`` for AVX2 CPUs). The machine is shared with
 other jobs: read ratios, not absolute times.
 """
 from __future__ import annotations
@@ -138,17 +138,34 @@ def main() -> int:
             row["default_compile_s"] = round(default_compile_s, 2)
         rows.append(row)
         print(row, flush=True)
-    _write(rows)
+    _write(rows, target)
     return 0
 
 
-def _write(rows: list[dict]) -> None:
+def _cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def _write(rows: list[dict], target: dict) -> None:
+    """Results per vector width: ``tvm_schedule_check.md`` for AVX-512 (16 lanes), a
+    ``-avx2`` / ``-lanes4`` sibling for other CPUs, so machines do not overwrite each other."""
     import onnxruntime
     import tvm
+
+    from hwprune.runtimes.tvm.schedule import vector_lanes
+    lanes = vector_lanes(target)
+    isa = {16: "AVX-512", 8: "AVX2"}.get(lanes, f"{lanes} fp32 lanes")
+    stem = {16: "tvm_schedule_check", 8: "tvm_schedule_check-avx2"}.get(lanes, f"tvm_schedule_check-lanes{lanes}")
     RESULTS.mkdir(parents=True, exist_ok=True)
     cols = ["model", "input", "compile_s", "tvm_ms", "onnxruntime_ms", "ratio", "tvm_default_ms",
             "default_ratio", "max_rel_diff", "funcs", "fallback"]
-    with (RESULTS / "tvm_schedule_check.csv").open("w", newline="") as f:
+    with (RESULTS / f"{stem}.csv").open("w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=cols, extrasaction="ignore")
         w.writeheader()
         w.writerows(rows)
@@ -159,13 +176,13 @@ def _write(rows: list[dict]) -> None:
             + "".join("| " + " | ".join(fmt(r.get(c)) for c in cols) + " |\n" for r in rows)
             + f"\nMedian ratio (TVM / onnxruntime): {statistics.median(ratios):.2f}; "
             f"max {max(ratios):.2f}.\n\n"
-            f"Machine: {platform.machine()} {platform.processor() or ''}, {os.cpu_count()} CPUs "
+            f"Machine: {_cpu_name()} ({isa}, target mcpu {target.get('mcpu', '?')}), {os.cpu_count()} CPUs "
             f"**shared with other jobs** (noisy: compare ratios). TVM {tvm.__version__}, "
             f"onnxruntime {onnxruntime.__version__}. compile_s = ONNX import + zero pipeline + "
             "schedule + tvm.compile (`hwprune.runtimes.tvm.build`), no tuning. tvm_default = `tvm.compile` "
             "without schedules (demo only). Timed interleaved in rounds, median of each round, "
             "median over rounds. fallback = fused functions no rule matched.\n")
-    (RESULTS / "tvm_schedule_check.md").write_text(text)
+    (RESULTS / f"{stem}.md").write_text(text)
     print("\n" + text)
 
 

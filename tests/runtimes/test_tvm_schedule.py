@@ -15,7 +15,22 @@ from hwprune.runtimes.tvm import schedule as S  # noqa: E402
 TARGET = {"kind": "llvm", "mcpu": "native", "num-cores": 1}
 
 
-def _check(model: nn.Module, shape: tuple[int, ...]) -> dict[str, str]:
+def _avx2_runs_here() -> bool:
+    import platform
+    from pathlib import Path
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return platform.machine() == "x86_64" and " avx2" in flags and " fma" in flags
+
+
+# the host's own vector width, and AVX2 (16 registers: a two-register channel tile) where
+# this CPU runs AVX2 code but is not itself an AVX2-only CPU
+TARGETS = [TARGET] + ([{"kind": "llvm", "mcpu": "haswell", "num-cores": 1}] if _avx2_runs_here() else [])
+
+
+def _check(model: nn.Module, shape: tuple[int, ...], target: dict | None = None) -> dict[str, str]:
     """Compile with the CPU build (schedule library), compare with onnxruntime, return the rule report."""
     from hwprune.runtimes import tvm as tvmc
     torch.manual_seed(0)
@@ -25,7 +40,7 @@ def _check(model: nn.Module, shape: tuple[int, ...]) -> dict[str, str]:
             m.running_mean.uniform_(-0.5, 0.5)
             m.running_var.uniform_(0.5, 2.0)
     onnx_bytes = to_onnx_bytes(model, shape)
-    exe = tvmc.build(tvmc.import_onnx(onnx_bytes), tvmc.resolve_target(TARGET))
+    exe = tvmc.build(tvmc.import_onnx(onnx_bytes), tvmc.resolve_target(target or TARGET))
     report = tvmc.last_schedule_report()
     vm, dev = tvmc.load_vm(exe)
     x = np.random.default_rng(0).standard_normal(shape).astype("float32")
@@ -98,9 +113,11 @@ def test_import_does_not_load_tvm():
     (3, 16, 7, 2, 32),      # 7x7 stride 2 stem
     (32, 40, 1, 1, 7),      # narrow image: rows x columns tile
     (20, 24, 3, 1, 5),      # narrow + tail rows
+    (24, 40, 3, 1, 14),     # AVX2: 2x8-lane channel tile padded, column tile of 5 with a tail
 ])
-def test_conv2d_matches_onnxruntime(cin, cout, k, stride, size):
-    report = _check(ConvBNAct(cin, cout, k, stride), (1, cin, size, size))
+@pytest.mark.parametrize("target", TARGETS, ids=lambda t: t["mcpu"])
+def test_conv2d_matches_onnxruntime(cin, cout, k, stride, size, target):
+    report = _check(ConvBNAct(cin, cout, k, stride), (1, cin, size, size), target)
     assert "conv2d" in _rules(report)
     assert "fallback" not in _rules(report), report
 

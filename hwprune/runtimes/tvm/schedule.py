@@ -17,7 +17,8 @@ Rules (report names):
 * ``conv2d``      -- NCHW conv (1x1, kxk, strided, grouped with enough channels per
   group) with its fused epilogue (bias, folded batchnorm, ReLU/ReLU6 clip, residual
   add). Output channels are split into register-wide blocks (vectorized), output
-  columns (or rows x columns when the image is narrow) into an unrolled register tile,
+  columns (or rows x columns when the image is narrow) into an unrolled register tile
+  (with AVX2's 16 registers: two channel registers x 4-6 columns),
   the weight is re-laid out to ``[O/lanes, I, KH, KW, lanes]`` at compile time
   (``meta_schedule.layout_rewrite_preproc``), the accumulator lives in registers and
   the epilogue is computed per tile. Channel counts that are not a multiple of the
@@ -253,7 +254,11 @@ def _schedule_conv(sch: Any, block: Any, lanes: int) -> str:
     epi = _inline_epilogue(sch, block)
     pads = _producers_chain_pad(sch, block)
     f = info.f
-    lanes = _channel_lanes(f, lanes)
+    ow, oh = info.ow, info.oh
+    # AVX2 has 16 vector registers: two channel registers x 4-6 columns (12 accumulators)
+    # beat one register x 14 columns, which spills; narrow images keep one register x rows
+    two_registers = lanes == 8 and ow >= 8
+    lanes = _channel_lanes(f, 2 * lanes if two_registers else lanes)
     fpad = -(-f // lanes) * lanes
     # weight: [O, I, KH, KW] -> [O/lanes, I, KH, KW, lanes] at compile time
     wblock = sch.cache_read(block, info.weight_read_index, "global")
@@ -264,9 +269,8 @@ def _schedule_conv(sch: Any, block: Any, lanes: int) -> str:
     # padded lanes compute zeros (the weight is zero-padded): no guard in the hot loop,
     # the write-back below is bounded by the epilogue's own region
     fo, fi = sch.split(fl, [None, lanes], disable_predication=(fpad != f and not info.grouped))
-    ow, oh = info.ow, info.oh
     if ow >= 8 or oh == 1:
-        t = _pick_tile(ow, 6, 14)
+        t = _pick_tile(ow, 4, 6) if two_registers else _pick_tile(ow, 6, 14)
         xo, xi = sch.split(x, [None, t])
         sch.reorder(n, fo, y, xo, rc, ry, rx, xi, fi)
         tile_loop = xo

@@ -413,6 +413,25 @@ def _act_kernel(g: _Graph, n: onnx.NodeProto, consumed: set[int], outs: list[str
     return KernelSig("act", c, c, h=h, w=w, act=act) if act else None
 
 
+def _blocked(g: _Graph, tensor: str) -> bool:
+    """Does the NCHWc pass (level 'all') leave ``tensor`` in its blocked layout? A
+    convolution's output is (with an activation fused into it too)."""
+    p = g.produced_at.get(tensor)
+    node = g.nodes[p] if p is not None else None
+    if node is None:
+        return False
+    if node.op_type in ("Conv", "FusedConv"):
+        return True
+    src = g.produced_at.get(node.input[0]) if node.input else None
+    if node.op_type in _ACTS or _clip_act(node, g.consts):  # fused into the convolution before it
+        return (src is not None and g.nodes[src].op_type in ("Conv", "FusedConv")
+                and g.only_consumer(node.input[0]) == g.produced_at[tensor])
+    # a pooling's output is blocked too when its channels are a multiple of the block; a
+    # kernel structure must not depend on channel counts (every plan of a model shares
+    # its templates), so a batch norm after a pooling stays a batch-norm kernel here
+    return False
+
+
 def _other_kernel(g: _Graph, n: onnx.NodeProto, consumed: set[int], outs: list[str]) -> KernelSig | None:
     """Every kernel but a convolution; None for an operator the latency model lacks."""
     op = n.op_type
@@ -479,9 +498,8 @@ def _other_kernel(g: _Graph, n: onnx.NodeProto, consumed: set[int], outs: list[s
         return KernelSig(f"pad_{mode}", x[1], y[1], pads=(p[2], p[3], p[6], p[7]), h=x[2], w=x[3])
     if op == "BatchNormalization":  # one the exporter could not fold into a convolution
         c, h, w = _flat(x)
-        p = g.produced_at.get(n.input[0])
-        if len(x) == 4 and p is not None and g.nodes[p].op_type in ("Conv", "FusedConv"):
-            # at level 'all' the NCHWc pass runs a BN on a convolution's output as a 1x1
+        if len(x) == 4 and _blocked(g, n.input[0]):
+            # at level 'all' the NCHWc pass runs a BN on a blocked tensor as a 1x1
             # depthwise convolution, with a ReLU after it fused
             act = "relu" if g.absorb_relu(n.output[0], consumed, outs) else "none"
             return KernelSig("conv", c, c, groups=c, h=h, w=w, act=act)

@@ -266,7 +266,10 @@ def test_run_search_writes_a_finished_run_dir(tables, tmp_path) -> None:
     assert summary["pruned"]["predicted_ms"] <= b["latency_ms"]
     assert summary["pruned"]["memory_bytes"] <= b["memory_bytes"]
     assert summary["dense"]["measured_ms"] > 0 and summary["pruned"]["measured_ms"] > 0
-    assert summary["table_kind"] == "measured" and summary["warnings"] == []
+    # a shared VM's speed moves between the table's build and the search: a drift line may
+    # appear (and says whether it was applied); nothing else may
+    assert summary["table_kind"] == "measured"
+    assert [w for w in summary["warnings"] if "reference model" not in w] == []
     assert 0 <= summary["accuracy"]["test"] <= 1 and summary["search"]["evaluated"] == 3
     assert summary["onnx_max_rel_diff"] < 1e-3
     # the finalists were fine-tuned alike and the one best on validation is the answer

@@ -3,9 +3,10 @@
 For each model, 30 seeded random plans (every group's ratio drawn from [0, 0.7]) are
 pruned, exported and timed end to end with onnxruntime (the host profile's threads and
 optimization level), and compared with the table's prediction. Plans are timed in
-interleaved rounds and each keeps its lowest round median, so a spell in which the shared
-machine runs slow (it happens, 10-40% for tens of seconds) is not blamed on the plans that
-happened to run then. The table is built the same way (lowest of several passes).
+interleaved rounds and each keeps the median of its round medians, so a spell in which the
+shared machine runs slow (it happens, 10-40% for tens of seconds) lands on every plan alike
+instead of on those that happened to run then. The table is calibrated the same way
+(median of several passes). `stopwatch_fidelity.py` checks against fresh processes.
 Tables missing a model are profiled first (the time and number of timed kernels are
 reported). Run on a quiet machine: other processes on the cores distort both sides.
 
@@ -54,7 +55,7 @@ def main() -> int:
     ap.add_argument("--tables", help="table folder (default: the shipped latency_tables/)")
     ap.add_argument("--min-time", type=float, default=2.0, help="seconds of timed runs per plan")
     ap.add_argument("--rounds", type=int, default=10,
-                    help="interleaved timing rounds over all plans (lowest round median is kept)")
+                    help="interleaved timing rounds over all plans (the median round median is kept)")
     args = ap.parse_args()
 
     profile = load_profile("host")
@@ -85,7 +86,7 @@ def main() -> int:
         sessions = [runtime.session(to_onnx_bytes(analysis.space.apply(plan), analysis.lm.input_shape))
                     for plan in plans]
         measured = runtime.time_sessions(sessions, rounds=args.rounds, seconds=args.min_time,
-                                         progress=sys.stderr.isatty())
+                                         progress=sys.stderr.isatty(), statistic="median")
         del sessions
         predicted = [pred.predict_ms(plan) for plan in plans]
         for i, (plan, p, m) in enumerate(zip(plans, predicted, measured)):

@@ -173,13 +173,13 @@ class Runtime(abc.ABC):
 
     def measure_latencies(self, models: Sequence[bytes | str], rounds: int = 5, seconds: float = 1.0,
                           progress: bool = False, repeats: int = 25, warmup: int = 5) -> list[dict[str, Any]]:
-        """End-to-end latency of each model on this otherwise idle machine, with what was
-        measured how, timed in this process: ``rounds`` interleaved rounds, the lowest round
-        median (the table calibration's statistic; the drift check re-times its reference
-        this way).
+        """End-to-end latency of each model, with what was measured how, timed in this
+        process: ``rounds`` interleaved rounds, the median round median (the table
+        calibration's statistic; the drift check re-times its reference this way).
         """
-        times = self.time_sessions([self.session(m) for m in models], rounds, seconds, progress, repeats, warmup)
-        return [{"median_ms": ms, "statistic": INTERLEAVED_STATISTIC.format(rounds=rounds),
+        times = self.time_sessions([self.session(m) for m in models], rounds, seconds, progress, repeats, warmup,
+                                   statistic="median")
+        return [{"median_ms": ms, "statistic": INTERLEAVED_STATISTIC.format(statistic="median", rounds=rounds),
                  "seconds": seconds, "repeats": repeats, "warmup": warmup, "threads": self.threads,
                  "runtime": self.name} for ms in times]
 

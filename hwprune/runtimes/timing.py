@@ -132,8 +132,7 @@ def time_runs(run: RunFn, protocol: TimingProtocol, key: str = "", cores: Sequen
 
 
 #: What :func:`time_interleaved` reports, for the records that keep its numbers.
-INTERLEAVED_STATISTIC = ("lowest of {rounds} interleaved round medians, single-threaded runs on the fastest core "
-                         "(the machine's idle speed)")
+INTERLEAVED_STATISTIC = "{statistic} of {rounds} interleaved round medians, single-threaded runs on the fastest core"
 
 
 def time_interleaved(runs: Sequence[RunFn], rounds: int = 5, min_time_s: float = 0.5, warmup: int = 5,

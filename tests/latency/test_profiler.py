@@ -160,7 +160,10 @@ def test_rounds_are_rerun_when_the_machine_speed_moved(tmp_path, r20):
     # each model's fastest round had no twin within 5% until the machine settled
     assert report.extra_rounds >= 1 and runner.calls == 12 and report.unsteady_models == []
     points = sorted((p for p in table.meta.calibration if p.model == r20.model_key), key=lambda p: p.measured_ms)
-    assert [p.measured_ms for p in points] == [float(i + 1) for i in range(11)]
+    # the median round is predicted (10 of the 12 rounds ran slow); the build's swing is kept
+    assert [p.measured_ms for p in points] == pytest.approx([1.2 * (i + 1) for i in range(11)])
+    assert [p.min_ms for p in points] == pytest.approx([i + 1 for i in range(11)])
+    assert [p.max_ms for p in points] == pytest.approx([1.2 * (i + 1) for i in range(11)])
 
     never = _SpeedChangeRunner(settle_at=10**6)
     report = profile_model(r20, LatencyTable.load(tmp_path / "b", "host", create=True), never, progress=False)

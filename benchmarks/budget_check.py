@@ -30,6 +30,7 @@ from _report import md_table
 from hwprune._paths import tables_dir
 from hwprune.devices import LocalRunner, load_profile
 from hwprune.latency import LatencyTable, profile_model
+from hwprune.latency._drift import measure_drift
 from hwprune.models import load_model
 from hwprune.pruning import analyze
 from hwprune.runtimes.timing import TimingProtocol
@@ -75,6 +76,9 @@ def main() -> int:
     for _ in range(args.readings):
         for r in runs:
             r["readings"].append(runtime.bench([str(r["onnx"])], runs=30, min_time_s=1.0)[0]["median_ms"])
+    # how fast the machine runs now against the table's build: a move between the build and
+    # the readings shows in every prediction's error
+    drift = measure_drift(LatencyTable.load(directory, profile.name), runtime, analysis.model_key)
     rows = []
     for r in runs:
         measured, middle = min(r["readings"]), statistics.median(r["readings"])
@@ -103,6 +107,10 @@ def main() -> int:
         "readings per winner in passes; the fastest (the otherwise idle machine) is compared with the budget, "
         "the median reading and the first reading beside it.", "",
         md_table(summary), "",
+        f"Drift after the readings: the table's reference model ran {drift.ratio:.2f}x its build-time latency "
+        f"({'significant' if drift.significant else 'inside the build-time range'}; the searches predicted with "
+        "each search applied the drift it measured at its start, where significant)." if drift else "No reference model in the table: drift not measured.",
+        "",
         f"Wall time {time.perf_counter() - started:.0f} s. `error_pct` in the CSV is predicted vs measured."]) + "\n"
     (OUT / "budget_check.md").write_text(text)
     print(text)

@@ -108,8 +108,9 @@ def main() -> int:
         "the median reading and the first reading beside it.", "",
         md_table(summary), "",
         f"Drift after the readings: the table's reference model ran {drift.ratio:.2f}x its build-time latency "
-        f"({'significant' if drift.significant else 'inside the build-time range'}; the searches predicted with "
-        "each search applied the drift it measured at its start, where significant)." if drift else "No reference model in the table: drift not measured.",
+        f"({'significant' if drift.significant else 'inside the build-time range'}; each search applied "
+        "the drift it measured at its start, where significant)."
+        if drift else "No reference model in the table: drift not measured.",
         "",
         f"Wall time {time.perf_counter() - started:.0f} s. `error_pct` in the CSV is predicted vs measured."]) + "\n"
     (OUT / "budget_check.md").write_text(text)

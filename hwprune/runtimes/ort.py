@@ -425,7 +425,7 @@ def _blocked(g: _Graph, tensor: str) -> bool:
     src = g.produced_at.get(node.input[0]) if node.input else None
     if node.op_type in _ACTS or _clip_act(node, g.consts):  # fused into the convolution before it
         return (src is not None and g.nodes[src].op_type in ("Conv", "FusedConv")
-                and g.only_consumer(node.input[0]) == g.produced_at[tensor])
+                and g.only_consumer(node.input[0]) == p)
     # a pooling's output is blocked too when its channels are a multiple of the block; a
     # kernel structure must not depend on channel counts (every plan of a model shares
     # its templates), so a batch norm after a pooling stays a batch-norm kernel here

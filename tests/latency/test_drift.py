@@ -72,8 +72,7 @@ def test_slowed_machine_is_noticed_and_predictions_follow(demo_table):
             preds.append(open_predictor(a, "host", d, drift=True))
             # the median round, as the table's calibration and the standard stopwatch (a
             # fresh process's median) see the machine: not its best second
-            measured_ms.append(runtime.time_sessions([runtime.session(onnx)], rounds=3, seconds=1.0,
-                                                     statistic="median")[0])
+            measured_ms.append(runtime.measure_latencies([onnx], rounds=3, seconds=1.0)[0]["median_ms"])
     finally:
         os.sched_setaffinity(0, saved)
         for p in procs:

@@ -101,7 +101,7 @@ def run_model(name: str, args, profile, runtime, directory: Path, csv: Path) -> 
                "predicted_p90_ms": p90_ms, "measured_p90_ms": measured_p90,
                "p90_error_pct": 100 * (p90_ms - measured_p90) / measured_p90 if p90_ms else None,
                "first_check_error_pct": 100 * (first_check_ms - measured) / measured,
-               "runs": sum(r["runs"] for r in got), "rescale": pred.rescale,
+               "runs": sum(r["runs"] for r in got), "rescale": pred.rescale_at(pred.table_ms(plan)),
                "drift_checks": " ".join(f"{p.drift.ratio:.3f}" if p.drift else "-" for p in checks)}
         rows.append(row)
         print(f"{name} plan {i:2d}: predicted {median_ms:8.3f} ms  measured {measured:8.3f} ms "

@@ -67,6 +67,8 @@ class RunSummary:
     dense: dict[str, Any] | None = None
     pruned: dict[str, Any] | None = None
     predicted_latency_ms: float | None = None
+    #: the same prediction without the drift rescale the search applied (the table's value)
+    predicted_table_ms: float | None = None
     measured_latency_ms: float | None = None
     accuracy: dict[str, Any] | None = None
     fastest_reachable_ms: float | None = None

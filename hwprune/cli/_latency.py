@@ -82,7 +82,7 @@ def run(args: argparse.Namespace) -> int:
               "table": f"{origin}: {directory}", "statistic": args.latency_stat,
               "predicted_ms": predicted, "measured_ms": measured,
               "kernel_sum_ms": sum(k.latency_ms for k in kernels),
-              "drift": predictor.drift.to_dict() if predictor.drift else None, "rescale": predictor.rescale,
+              "drift": predictor.drift.to_dict() if predictor.drift else None, "rescale": predictor.rescale_at(predictor.table_ms(plan)),
               "calibration": {"scale": predictor.scale, "offset_ms": predictor.offset,
                               "scope": predictor.calibration_scope},
               "kernels": [{"name": k.name, "key": k.key, "latency_ms": k.latency_ms, "source": k.source}

@@ -76,7 +76,7 @@ def drift_note(predictor, device: str) -> str | None:
     d = predictor.drift
     if d is None or not d.significant:
         return None
-    done = (f"predictions scaled by {predictor.rescale:.2f} (--no-rescale keeps the table's values)"
+    done = (f"predictions scaled by {d.factors()} (--no-rescale keeps the table's values)"
             if predictor.rescale != 1.0 else "predictions are the table's values (--no-rescale)")
     return f"{d.describe(device)}; {done}"
 

@@ -161,11 +161,14 @@ def _build_artifact(_tvm: Any, run: RunDir, summary: RunSummary, profile: Device
     verification, measured, warnings = _verify(_tvm, tmp, link, inputs, target, profile, opts)
     if measured is not None:
         drift = _drift(summary, profile, opts)
+        if predicted is not None and summary.predicted_table_ms is not None:
+            predicted = summary.predicted_table_ms   # the table's value: the search's rescale is not now's
         if drift is not None and drift.significant and predicted is not None:
-            warnings.append(f"{drift.describe(profile.name)}; the prediction is scaled by {drift.ratio:.2f} "
+            factor = drift.ratio_at(predicted)
+            warnings.append(f"{drift.describe(profile.name)}; the prediction is scaled by {factor:.2f} "
                             "for the comparison")
             measured["drift"] = drift.to_dict()
-            predicted = predicted * drift.ratio
+            predicted = predicted * factor
         stat = (summary.budget or {}).get("latency_stat", "median")
         measured["stopwatch"] = _stopwatch(tmp, link, profile, opts, predicted, stat)
         warnings += _race(measured, predicted, profile, opts, stat)

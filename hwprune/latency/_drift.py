@@ -3,11 +3,18 @@
 A table is right when it is used under the conditions it was built in. A cloud VM with
 busy neighbours, a phone that throttles when warm or a laptop on battery runs everything
 slower (or faster) for a while, and every prediction is off by that factor. So each build
-keeps a *reference model* (one of its own calibration models, written next to the table
-as ``DEVICE.ref-MODEL.onnx``) with the latency it had during the build and the spread of
-its calibration rounds. Before predicting, :func:`measure_drift` re-times it (about a
-second, the calibration's protocol) and reports the ratio; beyond :data:`DRIFT_THRESHOLD`
-the predictor is rescaled by it unless the caller keeps the raw values.
+keeps *reference models* (up to three of its own calibration models, the shortest, one of
+about :data:`REFERENCE_MS` and the longest up to :data:`REFERENCE_MAX_MS`, written next
+to the table as ``DEVICE.ref-MODEL[-i].onnx``) with the latency each had during the build
+and the spread of its calibration rounds. Before predicting, :func:`measure_drift`
+re-times them (a few seconds, the calibration's protocol, interleaved) and reports the
+ratio; beyond :data:`DRIFT_THRESHOLD` the predictor is rescaled by it unless the caller
+keeps the raw values.
+
+A slowed machine does not slow every model alike: a neighbour's time slices cost a 3 ms
+model 2.25x and a 38 ms one 1.85x on one 2-core VM, and another VM showed the opposite
+trend (21 ms 1.9x, 57 ms 2.24x). So the ratio applied to a prediction is interpolated
+between the references by the prediction's length (:meth:`Drift.ratio_at`).
 """
 from __future__ import annotations
 
@@ -15,7 +22,7 @@ import hashlib
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 from hwprune._io import atomic_write
 from hwprune.latency._records import CalibrationPoint
@@ -28,6 +35,8 @@ DRIFT_THRESHOLD = 0.05
 #: the machine (a neighbour's time slices, lower clocks) lands in its runs as it does in
 #: a real model's, short enough to re-time in about a second
 REFERENCE_MS = 20.0
+#: the longest reference: models beyond it take its ratio (re-timing stays a few seconds)
+REFERENCE_MAX_MS = 3 * REFERENCE_MS
 NOISY_BUILD = 0.05       # calibration rounds of the reference spread more than this: the build is flagged
 
 
@@ -41,10 +50,24 @@ class Drift:
     #: the lowest and highest round the build itself measured (None: not recorded)
     built_low_ms: float | None = None
     built_high_ms: float | None = None
+    #: the other references, (built_ms, now_ms) each: the ratio by model length
+    others: tuple[tuple[float, float], ...] = ()
 
     @property
     def ratio(self) -> float:
         return self.now_ms / self.built_ms
+
+    def ratio_at(self, ms: float) -> float:
+        """The drift of a model that took ``ms`` during the build: interpolated in log
+        length between the references, the nearest one's beyond them."""
+        pts = sorted({(self.built_ms, self.ratio), *((b, n / b) for b, n in self.others)})
+        if ms <= pts[0][0]:
+            return pts[0][1]
+        for (x0, r0), (x1, r1) in zip(pts, pts[1:]):
+            if ms <= x1:
+                t = math.log(ms / x0) / math.log(x1 / x0) if x1 > x0 else 1.0
+                return r0 + t * (r1 - r0)
+        return pts[-1][1]
 
     @property
     def significant(self) -> bool:
@@ -57,38 +80,71 @@ class Drift:
         low, high = self.built_low_ms, self.built_high_ms
         return low is None or high is None or not low <= self.now_ms <= high
 
+    def factors(self) -> str:
+        """The rescale factors as text: '1.90', or '1.85-2.24 by model length'."""
+        ratios = [self.ratio, *(n / b for b, n in self.others)]
+        lo, hi = min(ratios), max(ratios)
+        return f"{self.ratio:.2f}" if hi - lo < 0.005 else f"{lo:.2f}-{hi:.2f} by model length"
+
     def describe(self, device: str) -> str:
         way = "slower" if self.ratio > 1 else "faster"
-        return (f"this machine runs the '{device}' table's reference model {self.ratio:.2f}x {way} than when the "
-                f"table was built ({self.now_ms:.3f} vs {self.built_ms:.3f} ms)")
+        text = (f"this machine runs the '{device}' table's reference model {self.ratio:.2f}x {way} than when the "
+                f"table was built ({self.now_ms:.3f} vs {self.built_ms:.3f} ms")
+        if self.others:
+            ratios = [self.ratio, *(n / b for b, n in self.others)]
+            lengths = [self.built_ms, *(b for b, _ in self.others)]
+            text += (f"; {min(ratios):.2f}-{max(ratios):.2f}x across references of "
+                     f"{min(lengths):.3g}-{max(lengths):.3g} ms")
+        return text + ")"
 
     def to_dict(self) -> dict[str, Any]:
         return {"model": self.model, "now_ms": self.now_ms, "built_ms": self.built_ms,
                 "built_range_ms": [self.built_low_ms, self.built_high_ms],
-                "ratio": round(self.ratio, 4), "significant": self.significant}
+                "ratio": round(self.ratio, 4), "significant": self.significant,
+                "others": [{"built_ms": b, "now_ms": n, "ratio": round(n / b, 4)} for b, n in self.others]}
 
 
-def _file(table: LatencyTable, model_key: str) -> Path:
+def _file(table: LatencyTable, model_key: str, index: int = 0) -> Path:
     digest = hashlib.sha256(model_key.encode()).hexdigest()[:12]
-    return table.directory / f"{table.device}.ref-{digest}.onnx"
+    return table.directory / f"{table.device}.ref-{digest}{f'-{index}' if index else ''}.onnx"
+
+
+def _log_gap(p: CalibrationPoint, ms: float) -> float:
+    return abs(math.log(max(p.measured_ms, 1e-6) / ms))
+
+
+def _references(points: Sequence[CalibrationPoint]) -> list[CalibrationPoint]:
+    """The main reference (nearest :data:`REFERENCE_MS`), then the shortest point and the
+    longest up to :data:`REFERENCE_MAX_MS` (the shortest beyond it if none is under)."""
+    main = min(points, key=lambda p: _log_gap(p, REFERENCE_MS))
+    short = min(points, key=lambda p: p.measured_ms)
+    under = [p for p in points if p.measured_ms <= REFERENCE_MAX_MS]
+    long = max(under, key=lambda p: p.measured_ms) if under else short
+    out = [main]
+    for p in (short, long):
+        if all(q.plan != p.plan for q in out) and all(_log_gap(q, p.measured_ms) > math.log(1.5) for q in out):
+            out.append(p)   # a third of the length apart at least, or it adds nothing
+    return out
 
 
 def save_reference(table: LatencyTable, model_key: str, points: list[CalibrationPoint],
                    onnx_by_plan: dict[str, bytes]) -> dict[str, Any] | None:
-    """Choose the model's reference among its calibration points (the one nearest
-    :data:`REFERENCE_MS`), write its ONNX beside the table and record it in the table's
-    metadata; returns the record."""
+    """Choose the model's references among its calibration points (see
+    :func:`_references`), write their ONNX beside the table and record them in the
+    table's metadata; returns the record."""
     mine = [p for p in points if p.model == model_key and p.plan in onnx_by_plan]
     if not mine or table.directory is None:
         return None
-    point = min(mine, key=lambda p: abs(math.log(max(p.measured_ms, 1e-6) / REFERENCE_MS)))
-    path = _file(table, model_key)
-    atomic_write(path, onnx_by_plan[point.plan])
-    low = point.min_ms or point.measured_ms
-    spread = ((point.max_ms - low) / point.measured_ms) if point.max_ms else 0.0
-    record = {"model": model_key, "plan": point.plan, "file": path.name, "measured_ms": point.measured_ms,
-              "min_ms": low, "max_ms": point.max_ms, "spread": round(spread, 4),
-              "noisy_build": spread > NOISY_BUILD, "date": point.date}
+    entries = []
+    for i, point in enumerate(_references(mine)):
+        path = _file(table, model_key, i)
+        atomic_write(path, onnx_by_plan[point.plan])
+        entries.append({"plan": point.plan, "file": path.name, "measured_ms": point.measured_ms,
+                        "min_ms": point.min_ms or point.measured_ms, "max_ms": point.max_ms})
+    main = entries[0]
+    spread = ((main["max_ms"] - main["min_ms"]) / main["measured_ms"]) if main["max_ms"] else 0.0
+    record = {"model": model_key, **main, "spread": round(spread, 4), "noisy_build": spread > NOISY_BUILD,
+              "date": max((p.date or "" for p in mine), default="") or None, "others": entries[1:]}
     table.meta.reference[model_key] = record
     return record
 
@@ -107,14 +163,18 @@ def reference_for(table: LatencyTable, model_key: str | None = None) -> dict[str
 
 def measure_drift(table: LatencyTable, runtime: Any, model_key: str | None = None,
                   seconds: float = 1.0) -> Drift | None:
-    """Re-time the reference model (the calibration's protocol, but the median round: how
-    fast the machine runs now, not in its best second); None without one."""
+    """Re-time the references (the calibration's protocol, interleaved, but the median
+    round: how fast the machine runs now, not in its best second); None without one.
+    ``seconds``: timed seconds of the main reference (the others get a share by length)."""
     record = reference_for(table, model_key)
     if record is None:
         return None
-    onnx = (table.directory / record["file"]).read_bytes()
+    others = [o for o in record.get("others", []) if (table.directory / o["file"]).is_file()]
+    refs = [record, *others]
+    sessions = [runtime.session((table.directory / r["file"]).read_bytes()) for r in refs]
     # the machine as it runs now: the median of 5 short rounds (a slow spell counts)
-    now = runtime.time_sessions([runtime.session(onnx)], rounds=5, seconds=seconds, statistic="median")[0]
+    now = runtime.time_sessions(sessions, rounds=5, seconds=seconds, statistic="median")
     low, high = record.get("min_ms"), record.get("max_ms")
-    return Drift(record["model"], now, float(record["measured_ms"]), float(low) if low else None,
-                 float(high) if high else None)
+    return Drift(record["model"], now[0], float(record["measured_ms"]), float(low) if low else None,
+                 float(high) if high else None,
+                 tuple((float(r["measured_ms"]), t) for r, t in zip(others, now[1:])))

@@ -85,7 +85,8 @@ class LatencyPredictor:
             self.scale, self.offset = 1.0, 0.0
         #: the machine's speed now against the build's (``hwprune.latency._drift.Drift``)
         self.drift = None
-        #: factor applied to predictions for that drift (1.0: raw table values)
+        #: factor applied to predictions for that drift at the main reference's length (1.0:
+        #: raw table values); a prediction's own factor is :meth:`rescale_at` its length
         self.rescale = 1.0
         #: the statistic predicted ("median" or "p90") and its factor over the median
         self.stat, self.stat_factor = "median", 1.0
@@ -202,10 +203,20 @@ class LatencyPredictor:
             self._raise_missing(missing)
         return total
 
+    def rescale_at(self, ms: float) -> float:
+        """The drift factor applied to a prediction of ``ms`` (the table's value): the
+        references' ratio interpolated by length, or 1.0 when predictions are not rescaled."""
+        return self.drift.ratio_at(ms) if self.rescale != 1.0 and self.drift is not None else 1.0
+
+    def table_ms(self, plan: PruningPlan) -> float:
+        """Calibrated median end to end as the table says (no drift, no p90 factor)."""
+        total = self.kernel_sum_ms(plan)
+        return max(self.scale * total + self.offset, self.min_ratio * total)
+
     def predict_ms(self, plan: PruningPlan) -> float:
         """Calibrated end-to-end prediction in milliseconds."""
-        total = self.kernel_sum_ms(plan)
-        return self.stat_factor * self.rescale * max(self.scale * total + self.offset, self.min_ratio * total)
+        ms = self.table_ms(plan)
+        return self.stat_factor * self.rescale_at(ms) * ms
 
     def check_complete(self) -> None:
         """Raise MissingKernelsError unless every plan in the space can be predicted."""

@@ -190,7 +190,7 @@ def prepare_search(config: SearchConfig, log: Log | None = None) -> SearchSetup:
     warnings = _table_warnings(predictor, profile, lm.spec or lm.model_id, floor_ms)
     if predictor.drift is not None and predictor.drift.significant:
         warnings.append(predictor.drift.describe(profile.name) + (
-            f"; predictions scaled by {predictor.rescale:.2f}" if predictor.rescale != 1.0 else
+            f"; predictions scaled by {predictor.drift.factors()}" if predictor.rescale != 1.0 else
             "; not applied (workers of a shared study use the table's values)" if shared else
             "; not applied (a relative budget scales with it, so the same plans fit)" if relative else ""))
     warnings += _loose_budget(budget, dense_ms, cost.cost(space.dense_plan()).memory_bytes)
@@ -386,6 +386,7 @@ def build_summary(setup: SearchSetup, study: StudyResult, winner: Winner, scores
         pruned=model_facts(cost.cost(winner.plan), winner.predicted_ms, measured["pruned"],
                            acc["pruned"]["val"], acc["pruned"]["test"]),
         predicted_latency_ms=winner.predicted_ms,
+        predicted_table_ms=setup.predictor.stat_factor * setup.predictor.table_ms(winner.plan),
         measured_latency_ms=measured["pruned"][f"{c.latency_stat}_ms"] if measured["pruned"] else None,
         accuracy={**acc["pruned"], "search_val": winner.chosen.val_accuracy if winner.chosen else None,
                   "search_val_images": c.val_images},

@@ -45,6 +45,11 @@ def test_build_keeps_a_reference_model(demo_table):
     table = LatencyTable.load(d, "host")
     ref = reference_for(table, a.model_key)
     assert ref is not None and (d / ref["file"]).is_file() and ref["measured_ms"] > 0
+    # shorter and longer references beside it, so a drift that depends on length is followed
+    others = ref["others"]
+    assert others and all((d / o["file"]).is_file() for o in others)
+    lengths = sorted([ref["measured_ms"], *(o["measured_ms"] for o in others)])
+    assert lengths[0] < ref["measured_ms"] or lengths[-1] > ref["measured_ms"]
     again = LatencyTable.load(d, "host")          # survives a save and a reload
     assert again.meta.reference == table.meta.reference
 
@@ -82,13 +87,27 @@ def test_slowed_machine_is_noticed_and_predictions_follow(demo_table):
         assert pred.drift is not None and pred.drift.ratio > 1 + DRIFT_THRESHOLD, pred.drift
         assert pred.drift.significant and "slower" in pred.drift.describe("host")
         assert pred.rescale == pytest.approx(pred.drift.ratio)
-        assert pred.predict_ms(plan) == pytest.approx(raw.predict_ms(plan) * pred.drift.ratio)
+        assert pred.predict_ms(plan) == pytest.approx(raw.predict_ms(plan) * pred.drift.ratio_at(raw.predict_ms(plan)))
     assert kept.drift.significant and kept.rescale == 1.0
     assert kept.predict_ms(plan) == pytest.approx(raw.predict_ms(plan))
     predicted = statistics.median(p.predict_ms(plan) for p in preds)
     measured = statistics.median(measured_ms)
     assert abs(predicted - measured) / measured <= 0.10, (predicted, measured, raw.predict_ms(plan),
                                                           [p.drift for p in preds], measured_ms)
+
+
+def test_drift_is_interpolated_by_model_length():
+    from hwprune.latency._drift import Drift
+
+    d = Drift("m", now_ms=40.0, built_ms=20.0, others=((5.0, 12.5), (60.0, 135.0)))   # 2.5x, 2.0x, 2.25x
+    assert d.ratio_at(5.0) == pytest.approx(2.5) and d.ratio_at(1.0) == pytest.approx(2.5)
+    assert d.ratio_at(20.0) == pytest.approx(2.0)
+    assert d.ratio_at(60.0) == pytest.approx(2.25) and d.ratio_at(500.0) == pytest.approx(2.25)
+    assert d.ratio_at(10.0) == pytest.approx(2.25)                  # halfway in log length
+    assert 2.0 < d.ratio_at(40.0) < 2.25
+    assert d.factors() == "2.00-2.50 by model length" and "5-60 ms" in d.describe("host")
+    assert Drift("m", 40.0, 20.0).ratio_at(3.0) == pytest.approx(2.0) and Drift("m", 40.0, 20.0).factors() == "2.00"
+    assert d.to_dict()["others"][1]["ratio"] == pytest.approx(2.25)
 
 
 def test_a_reading_inside_the_builds_own_swing_is_not_drift():

@@ -123,7 +123,7 @@ def _references(points: Sequence[CalibrationPoint]) -> list[CalibrationPoint]:
     out = [main]
     for p in (short, long):
         if all(q.plan != p.plan for q in out) and all(_log_gap(q, p.measured_ms) > math.log(1.5) for q in out):
-            out.append(p)   # a third of the length apart at least, or it adds nothing
+            out.append(p)   # 1.5x apart in length at least, or it adds nothing
     return out
 
 

@@ -110,8 +110,12 @@ def test_uniform_baseline_enqueued_first_and_feasible(setup, tmp_path) -> None:
         assert all(k >= w for k, w in zip(first.keep.values(), search.space.full_keep(widest).values()))
     uniform = sorted((r for r in out.records if r.source == "uniform"), key=lambda r: r.number)
     assert [r.number for r in uniform] == [0, 1, 2]
-    # the widest fitting one first, then narrower ones; every wider uniform plan is over budget
-    assert uniform[0].predicted_ms >= uniform[1].predicted_ms >= uniform[2].predicted_ms
+    # the widest fitting one first, then narrower ones (by width: a quick test table can
+    # predict two neighbouring uniform plans 0.3% out of order); every wider uniform plan
+    # is over budget
+    for wider, narrower in zip(uniform, uniform[1:]):
+        assert all(narrower.keep[g] <= k for g, k in wider.keep.items()) and narrower.keep != wider.keep
+    assert uniform[0].predicted_ms >= 0.98 * max(r.predicted_ms for r in uniform)
     ratio = widest.meta["uniform_ratio"]
     if ratio > 0:  # (the baseline itself is the uniform plan, not its snapped form)
         assert not search.fits(search.space.uniform_plan(round(ratio - 0.05, 2)))

@@ -43,7 +43,7 @@ def _device_row(name: str, args: argparse.Namespace) -> dict[str, Any]:
         if prof.measurable_here and t.measured_keys():
             try:
                 t.check_fresh(prof.local_runtime().identity())
-                drift = measure_drift(t, prof.local_runtime())   # about a second
+                drift = measure_drift(t, prof.local_runtime())   # a few seconds
                 info["drift"] = drift.to_dict() if drift else None
             except HwpruneError as exc:
                 info.update(table="stale", stale_reason=str(exc))

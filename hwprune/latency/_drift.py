@@ -31,9 +31,9 @@ from hwprune.latency._table import LatencyTable
 __all__ = ["DRIFT_THRESHOLD", "Drift", "save_reference", "reference_for", "measure_drift"]
 
 DRIFT_THRESHOLD = 0.05
-#: the calibration model nearest this long is the reference: long enough that what slows
-#: the machine (a neighbour's time slices, lower clocks) lands in its runs as it does in
-#: a real model's, short enough to re-time in about a second
+#: the calibration model nearest this long is the main reference: long enough that what
+#: slows the machine (a neighbour's time slices, lower clocks) lands in its runs as it does
+#: in a real model's, short enough to re-time in about a second
 REFERENCE_MS = 20.0
 #: the longest reference: models beyond it take its ratio (re-timing stays a few seconds)
 REFERENCE_MAX_MS = 3 * REFERENCE_MS

@@ -96,7 +96,7 @@ class LatencyPredictor:
         self.p90_ratio = statistics.median(spreads) if spreads else None
 
     def follow_drift(self, runtime, rescale: bool = True) -> None:
-        """Re-time the table's reference model now (about a second) and keep the result as
+        """Re-time the table's reference models now (a few seconds) and keep the result as
         :attr:`drift`; beyond 5% (``Drift.significant``) predictions are scaled by it
         unless ``rescale`` is False. Call again before each prediction that a measurement
         will follow when the machine's speed moves (a shared VM can switch by 40% for tens

@@ -3,18 +3,18 @@
 A table is right when it is used under the conditions it was built in. A cloud VM with
 busy neighbours, a phone that throttles when warm or a laptop on battery runs everything
 slower (or faster) for a while, and every prediction is off by that factor. So each build
-keeps *reference models* (up to three of its own calibration models, the shortest, one of
-about :data:`REFERENCE_MS` and the longest up to :data:`REFERENCE_MAX_MS`, written next
-to the table as ``DEVICE.ref-MODEL[-i].onnx``) with the latency each had during the build
-and the spread of its calibration rounds. Before predicting, :func:`measure_drift`
+keeps *reference models* (one or two of its own calibration models: one of about
+:data:`REFERENCE_MS` and the longest up to :data:`REFERENCE_MAX_MS`, written next to the
+table as ``DEVICE.ref-MODEL[-i].onnx``) with the latency each had during the build and
+the spread of its calibration rounds. Before predicting, :func:`measure_drift`
 re-times them (a few seconds, the calibration's protocol, interleaved) and reports the
 ratio; beyond :data:`DRIFT_THRESHOLD` the predictor is rescaled by it unless the caller
 keeps the raw values.
 
-A slowed machine does not slow every model alike: a neighbour's time slices cost a 3 ms
-model 2.25x and a 38 ms one 1.85x on one 2-core VM, and another VM showed the opposite
-trend (21 ms 1.9x, 57 ms 2.24x). So the ratio applied to a prediction is interpolated
-between the references by the prediction's length (:meth:`Drift.ratio_at`).
+A slowed machine does not slow every model alike: under a neighbour's time slices a 21 ms
+model ran 1.9x and a 57 ms one 2.24x as long on one 2-core VM. So a prediction longer than
+the main reference is scaled by the two references' ratio interpolated at its length
+(:meth:`Drift.ratio_at`); shorter ones take the main reference's.
 """
 from __future__ import annotations
 
@@ -114,17 +114,15 @@ def _log_gap(p: CalibrationPoint, ms: float) -> float:
 
 
 def _references(points: Sequence[CalibrationPoint]) -> list[CalibrationPoint]:
-    """The main reference (nearest :data:`REFERENCE_MS`), then the shortest point and the
-    longest up to :data:`REFERENCE_MAX_MS` (the shortest beyond it if none is under)."""
+    """The main reference (nearest :data:`REFERENCE_MS`), then the longest point up to
+    :data:`REFERENCE_MAX_MS` when it is at least 1.5x as long. No shorter one: under a
+    neighbour's time slices (3 ms or so) a model shorter than a slice slows by anything
+    from 1x to 3x depending on how its runs fall between them (measured: 2.03 ms 2.95x,
+    4.7 ms 1.78x, 14 ms 1.92x), so shorter models take the main reference's ratio."""
     main = min(points, key=lambda p: _log_gap(p, REFERENCE_MS))
-    short = min(points, key=lambda p: p.measured_ms)
     under = [p for p in points if p.measured_ms <= REFERENCE_MAX_MS]
-    long = max(under, key=lambda p: p.measured_ms) if under else short
-    out = [main]
-    for p in (short, long):
-        if all(q.plan != p.plan for q in out) and all(_log_gap(q, p.measured_ms) > math.log(1.5) for q in out):
-            out.append(p)   # 1.5x apart in length at least, or it adds nothing
-    return out
+    long = max(under, key=lambda p: p.measured_ms) if under else main
+    return [main] + ([long] if long.measured_ms >= 1.5 * main.measured_ms else [])
 
 
 def save_reference(table: LatencyTable, model_key: str, points: list[CalibrationPoint],

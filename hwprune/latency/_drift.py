@@ -57,10 +57,14 @@ class Drift:
     def ratio(self) -> float:
         return self.now_ms / self.built_ms
 
+    def _points(self) -> list[tuple[float, float]]:
+        """(built_ms, ratio) of every reference, shortest first."""
+        return sorted({(self.built_ms, self.ratio), *((b, n / b) for b, n in self.others)})
+
     def ratio_at(self, ms: float) -> float:
         """The drift of a model that took ``ms`` during the build: interpolated in log
         length between the references, the nearest one's beyond them."""
-        pts = sorted({(self.built_ms, self.ratio), *((b, n / b) for b, n in self.others)})
+        pts = self._points()
         if ms <= pts[0][0]:
             return pts[0][1]
         for (x0, r0), (x1, r1) in zip(pts, pts[1:]):
@@ -82,7 +86,7 @@ class Drift:
 
     def factors(self) -> str:
         """The rescale factors as text: '1.90', or '1.85-2.24 by model length'."""
-        ratios = [self.ratio, *(n / b for b, n in self.others)]
+        ratios = [r for _, r in self._points()]
         lo, hi = min(ratios), max(ratios)
         return f"{self.ratio:.2f}" if hi - lo < 0.005 else f"{lo:.2f}-{hi:.2f} by model length"
 
@@ -91,10 +95,10 @@ class Drift:
         text = (f"this machine runs the '{device}' table's reference model {self.ratio:.2f}x {way} than when the "
                 f"table was built ({self.now_ms:.3f} vs {self.built_ms:.3f} ms")
         if self.others:
-            ratios = [self.ratio, *(n / b for b, n in self.others)]
-            lengths = [self.built_ms, *(b for b, _ in self.others)]
+            pts = self._points()
+            ratios = [r for _, r in pts]
             text += (f"; {min(ratios):.2f}-{max(ratios):.2f}x across references of "
-                     f"{min(lengths):.3g}-{max(lengths):.3g} ms")
+                     f"{pts[0][0]:.3g}-{pts[-1][0]:.3g} ms")
         return text + ")"
 
     def to_dict(self) -> dict[str, Any]:
@@ -163,7 +167,7 @@ def measure_drift(table: LatencyTable, runtime: Any, model_key: str | None = Non
                   seconds: float = 1.0) -> Drift | None:
     """Re-time the references (the calibration's protocol, interleaved, but the median
     round: how fast the machine runs now, not in its best second); None without one.
-    ``seconds``: timed seconds of the main reference (the others get a share by length)."""
+    ``seconds``: timed seconds of each reference, over the 5 rounds."""
     record = reference_for(table, model_key)
     if record is None:
         return None

@@ -23,6 +23,7 @@ from hwprune.models import load_model
 from hwprune.onnx_export import to_onnx_bytes
 from hwprune.pruning import analyze
 from hwprune.runtimes.timing import TimingProtocol
+from hwprune.search._study import plan_from_keep
 
 _BUSY = "import os, sys, time; os.sched_setaffinity(0, {int(sys.argv[1])}); end = time.time() + 90\nwhile time.time() < end: pass"
 
@@ -56,9 +57,23 @@ def test_build_keeps_a_reference_model(demo_table):
     assert again.meta.reference == table.meta.reference
 
 
+def _calibrated_plan(a, d):
+    """The calibration plan the table predicts closest to what its build measured.
+
+    The test is about what drift adds: a new plan's own table error (up to 6% on this
+    demo's calibration points, -5.5% dense and +6% at 50% on a 2-core VM, the same in every
+    build) would sit on top of the drift's and decide a 10% bound by itself; fidelity on
+    plans the table never saw is ``benchmarks/latency_fidelity.py``'s job.
+    """
+    raw = open_predictor(a, "host", d, drift=False)
+    mine = [p for p in raw.table.meta.calibration if p.model == a.model_key and p.keep]
+    best = min(mine, key=lambda p: abs(raw.predict_ms(plan_from_keep(a.space, p.keep)) / p.measured_ms - 1))
+    return plan_from_keep(a.space, best.keep)
+
+
 def test_slowed_machine_is_noticed_and_predictions_follow(demo_table):
     a, d = demo_table
-    plan = a.space.uniform_plan(0.15)
+    plan = _calibrated_plan(a, d)
     runtime = load_profile("host").local_runtime()
     onnx = to_onnx_bytes(a.space.apply(plan), a.lm.input_shape)
     # this process and a CPU-bound neighbour share one core: the timing (unpinned, as the

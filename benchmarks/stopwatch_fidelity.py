@@ -21,8 +21,9 @@ whatever slow spell the machine is in (on a shared VM they last minutes); the fa
 reading is the idle machine's, and so is the check that found the machine fastest, so that
 check's predictions are compared. The error with the first check alone (what one command
 would have predicted) is reported beside it (``--no-rescale`` keeps the raw values). For
-``--device host-tvm`` each plan is compiled by TVM with the schedule library in the timing
-process, so the measurement is the TVM artifact's.
+``--device host-tvm`` each plan is compiled once by TVM with the schedule library and
+exported as a library, as ``hwprune export`` ships it; the readings load that library in
+their fresh processes, so the measurement is the artifact's.
 
     python benchmarks/stopwatch_fidelity.py                                 # 5 models x 30 plans, host
     python benchmarks/stopwatch_fidelity.py --device host-tvm --models resnet18 mobilenet_v2 demo --plans 20
@@ -36,6 +37,7 @@ import argparse
 import random
 import statistics
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -69,6 +71,21 @@ def ensure_profiled(analysis, device: str, directory: Path, runtime) -> dict | N
             "reused": rep.reused, "interpolated": rep.interpolated, "calibration_points": rep.calibration_points}
 
 
+def artifacts(onnx: list[bytes], runtime, folder: Path) -> list[str]:
+    """Each model compiled by TVM (schedule library, no tuning) and exported as a library
+    beside its ONNX, as ``hwprune export`` writes it; the paths to time."""
+    from hwprune.runtimes import tvm as _tvm
+
+    paths = []
+    for i, model in enumerate(onnx):
+        out = folder / f"plan{i}"
+        out.mkdir()
+        (out / "model.onnx").write_bytes(model)
+        info = _tvm.export_library(_tvm.build(_tvm.import_onnx(model), runtime.target), out, runtime.target)
+        paths.append(str(out / info.file))
+    return paths
+
+
 def run_model(name: str, args, profile, runtime, directory: Path, csv: Path) -> tuple[list[dict], dict | None]:
     analysis = analyze(load_model(name))
     build = ensure_profiled(analysis, profile.name, directory, runtime)
@@ -77,11 +94,13 @@ def run_model(name: str, args, profile, runtime, directory: Path, csv: Path) -> 
     onnx = [to_onnx_bytes(analysis.space.apply(plan), analysis.lm.input_shape) for plan in plans]
     readings: list[list[dict]] = [[] for _ in plans]
     checks = []
-    for _ in range(args.readings):  # passes over all plans: each plan's readings minutes apart
-        # as a user's `hwprune latency`/`search` opens it: a drift check, once per pass
-        checks.append(open_predictor(analysis, profile.name, directory, drift=True, rescale=not args.no_rescale))
-        for i, model in enumerate(onnx):
-            readings[i] += runtime.bench([model], warmup=args.warmup, runs=args.runs, min_time_s=args.min_time)
+    with tempfile.TemporaryDirectory(prefix="stopwatch-fidelity-") as tmp:
+        models = artifacts(onnx, runtime, Path(tmp)) if runtime.name == "tvm" else onnx
+        for _ in range(args.readings):  # passes over all plans: each plan's readings minutes apart
+            # as a user's `hwprune latency`/`search` opens it: a drift check, once per pass
+            checks.append(open_predictor(analysis, profile.name, directory, drift=True, rescale=not args.no_rescale))
+            for i, model in enumerate(models):
+                readings[i] += runtime.bench([model], warmup=args.warmup, runs=args.runs, min_time_s=args.min_time)
     # the fastest reading is the idle machine's; so is the check that found the machine fastest
     pred = min(checks, key=lambda p: p.drift.ratio if p.drift else 1.0)
     rows = []

@@ -81,7 +81,7 @@ def artifacts(onnx: list[bytes], runtime, folder: Path) -> list[str]:
         out = folder / f"plan{i}"
         out.mkdir()
         (out / "model.onnx").write_bytes(model)
-        info = _tvm.export_library(_tvm.build(_tvm.import_onnx(model), runtime.target), out, runtime.target)
+        info = _tvm.compile_library(out / "model.onnx", runtime.target, out)
         paths.append(str(out / info.file))
     return paths
 

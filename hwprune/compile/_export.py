@@ -155,7 +155,9 @@ def _build_artifact(_tvm: Any, run: RunDir, summary: RunSummary, profile: Device
     t0 = time.perf_counter()
     target = _tvm.resolve_target(profile.tvm_target, num_cores=profile.threads if opts.tune_trials else None)
     tuning, db_dir = _tune(_tvm, tmp, out, target, profile, opts)
-    link = _compile(_tvm, tmp, target, profile, db_dir, opts)
+    cc_info = profile.cross_compiler or {}
+    link = _tvm.compile_library(tmp / "model.onnx", target, tmp, database_dir=db_dir, cross_cc=cc_info.get("cc"),
+                                cc_apt=cc_info.get("apt"), allow_tar=opts.allow_tar)
     compile_s = time.perf_counter() - t0
     predicted, prediction_note = _prediction(summary, profile)
     verification, measured, warnings = _verify(_tvm, tmp, link, inputs, target, profile, opts)
@@ -214,16 +216,6 @@ def _tune(_tvm: Any, tmp: Path, out: Path, target: dict[str, Any], profile: Devi
         shutil.copytree(db_dir, tmp / "tuning_db", dirs_exist_ok=True, ignore=shutil.ignore_patterns("logs"))
     tuning["database_dir"] = "tuning_db" if opts.database_dir is None else str(opts.database_dir)
     return tuning, db_dir
-
-
-def _compile(_tvm: Any, tmp: Path, target: dict[str, Any], profile: DeviceProfile, db_dir: Path | None,
-             opts: _Options) -> Any:
-    if _tvm.target_kind(target) == "cuda":  # its codegen workaround stays out of this process
-        return _tvm.build_cuda_library(tmp / "model.onnx", target, tmp)
-    cc_info = profile.cross_compiler or {}
-    exe = _tvm.build(_tvm.import_onnx(tmp / "model.onnx"), target, database_dir=db_dir)
-    return _tvm.export_library(exe, tmp, target, cross_cc=cc_info.get("cc"), allow_tar=opts.allow_tar,
-                               cc_apt=cc_info.get("apt"))
 
 
 def _prediction(summary: RunSummary, profile: DeviceProfile) -> tuple[float | None, str | None]:

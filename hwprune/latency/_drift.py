@@ -141,8 +141,10 @@ def save_reference(table: LatencyTable, model_key: str, points: list[Calibration
     for i, point in enumerate(_references(mine)):
         path = _file(table, model_key, i)
         atomic_write(path, onnx_by_plan[point.plan])
-        entries.append({"plan": point.plan, "file": path.name, "measured_ms": point.measured_ms,
-                        "min_ms": point.min_ms or point.measured_ms, "max_ms": point.max_ms})
+        # the median round: what measure_drift's median of its rounds is compared with
+        built = point.median_ms or point.measured_ms
+        entries.append({"plan": point.plan, "file": path.name, "measured_ms": built,
+                        "min_ms": point.min_ms or built, "max_ms": point.max_ms})
     main = entries[0]
     spread = ((main["max_ms"] - main["min_ms"]) / main["measured_ms"]) if main["max_ms"] else 0.0
     record = {"model": model_key, **main, "spread": round(spread, 4), "noisy_build": spread > NOISY_BUILD,

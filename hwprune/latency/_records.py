@@ -189,10 +189,11 @@ def legacy_entry(d: dict[str, Any]) -> Entry:
 # ---- metadata --------------------------------------------------------------------------
 @dataclass
 class CalibrationPoint:
-    """One model timed end to end: ``measured_ms`` (the standard stopwatch's median, see
-    :data:`hwprune.latency._calibration.CALIBRATION_MODEL`) against the sum of its kernels
-    in the table (``kernel_sum_ms``, recomputed from ``keep`` when known); ``p90_ms`` is
-    the 90th percentile of the same runs (what ``--latency-stat p90`` is predicted from)."""
+    """One model timed end to end: ``measured_ms`` (the standard stopwatch's median on the
+    otherwise idle device, see :data:`hwprune.latency._calibration.CALIBRATION_MODEL`)
+    against the sum of its kernels in the table (``kernel_sum_ms``, recomputed from
+    ``keep`` when known); ``p90_ms`` is the 90th percentile of the same runs (what
+    ``--latency-stat p90`` is predicted from)."""
 
     model: str
     kernel_sum_ms: float
@@ -205,6 +206,9 @@ class CalibrationPoint:
     p90_ms: float | None = None
     #: the lowest round (``max_ms`` the highest): how far the machine's speed swung
     min_ms: float | None = None
+    #: the median round: the machine's typical speed during the build, what the drift
+    #: check's re-timing is compared with (tables built before it: ``measured_ms``)
+    median_ms: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {k: v for k, v in asdict(self).items() if v is not None}

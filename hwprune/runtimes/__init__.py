@@ -174,8 +174,8 @@ class Runtime(abc.ABC):
     def measure_latencies(self, models: Sequence[bytes | str], rounds: int = 5, seconds: float = 1.0,
                           progress: bool = False, repeats: int = 25, warmup: int = 5) -> list[dict[str, Any]]:
         """End-to-end latency of each model, with what was measured how, timed in this
-        process: ``rounds`` interleaved rounds, the median round median (the table
-        calibration's statistic; the drift check re-times its reference this way).
+        process: ``rounds`` interleaved rounds, the median round median (how the drift check
+        re-times a table's reference, against its build's median round).
         """
         times = self.time_sessions([self.session(m) for m in models], rounds, seconds, progress, repeats, warmup,
                                    statistic="median")

@@ -37,7 +37,7 @@ def _meta() -> TableMeta:
                      runner_overhead_ms=0.0034, channel_block=16,
                      models={"demo@1x1x28x28": {"anchors_per_group": 5, "templates": 14}},
                      calibration=[CalibrationPoint("demo@1x1x28x28", 0.21, 0.24, "dense", {"conv1": 16},
-                                                   0.25, 9, "2026-01-01"),
+                                                   0.25, 9, "2026-01-01", 0.27, 0.22, median_ms=0.235),
                                   CalibrationPoint("old@1x3x8x8", 1.0, 1.1)],
                      calibration_model="per model", estimator={"method": "m", "factors": {"a": 0.5}},
                      extra={"note_from_a_newer_version": [1, 2]})

@@ -46,7 +46,7 @@ __all__ = [
     "OnnxInput", "onnx_inputs", "import_onnx", "build", "schedule_for_build", "last_schedule_report", "tune", "TuneReport",
     "LinkInfo", "export_library", "load_vm", "run_vm", "time_vm", "random_inputs",
     "time_onnx_local", "time_onnx_rpc", "connect_rpc", "parse_tracker", "host_triple",
-    "is_cross", "set_num_threads", "nvcc_path", "TvmRuntime", "build_cuda_library", "vm_session", "HOST_TARGET",
+    "is_cross", "set_num_threads", "nvcc_path", "TvmRuntime", "build_cuda_library", "compile_library", "vm_session", "HOST_TARGET",
 ]
 
 PIP_TVM = "pip install apache-tvm"
@@ -573,6 +573,20 @@ def build_cuda_library(onnx_path: str | os.PathLike, target: dict[str, Any], out
             answer["error"], answer.get("hint"))
     last = (proc.stderr.strip().splitlines() or ["no output"])[-1]
     raise CompileError(f"the CUDA build process failed (exit {proc.returncode}): {last}")
+
+
+def compile_library(onnx_path: str | os.PathLike, target: dict[str, Any], out_dir: str | os.PathLike, *,
+                    database_dir: str | os.PathLike | None = None, cross_cc: str | None = None,
+                    cc_apt: str | None = None, allow_tar: bool = False) -> LinkInfo:
+    """The deployable library of ``onnx_path`` for ``target`` (resolved), written into
+    ``out_dir`` as ``hwprune export`` ships it: the schedule library (and the tuning
+    records of ``database_dir`` where they won), linked for the target (see
+    :func:`export_library`); CUDA targets compile in a child process
+    (:func:`build_cuda_library`). Returns how it was linked."""
+    if target_kind(target) == "cuda":
+        return build_cuda_library(onnx_path, target, out_dir)
+    exe = build(import_onnx(onnx_path), target, database_dir=database_dir)
+    return export_library(exe, out_dir, target, cross_cc=cross_cc, allow_tar=allow_tar, cc_apt=cc_apt)
 
 
 def _tar_objects(output: str, files: Sequence[str], options: Any = None) -> None:

@@ -1,7 +1,16 @@
-"""What the benchmark scripts share: their summaries as Markdown tables."""
+"""What the benchmark scripts share: their summaries as Markdown tables, the machine line."""
 from __future__ import annotations
 
+import time
+
 import pandas as pd
+
+
+def machine_line(runtime, threads: int) -> str:
+    """'Machine: CPU; RUNTIME VERSION, N thread(s). Date: YYYY-MM-DD.' for a summary."""
+    facts = runtime.facts()
+    return (f"Machine: {facts.get('cpu')}; {facts.get('runtime')} {facts.get('runtime_version')}, {threads} "
+            f"thread(s). Date: {time.strftime('%Y-%m-%d')}.")
 
 
 def md_table(df: pd.DataFrame) -> str:

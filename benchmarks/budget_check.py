@@ -25,7 +25,7 @@ import time
 from pathlib import Path
 
 import pandas as pd
-from _report import md_table
+from _report import machine_line, md_table
 
 from hwprune._paths import tables_dir
 from hwprune.devices import LocalRunner, load_profile
@@ -98,11 +98,9 @@ def main() -> int:
         first_reading_within=("first_within_budget", "sum"), mean_error_pct=("error_pct", "mean"),
         max_over_budget_pct=("measured_ms", lambda m: float(100 * (m / df.loc[m.index, "budget_ms"] - 1).max())),
     ).reset_index()
-    facts = runtime.facts()
     text = "\n".join([
         f"# Demo search winners against their budget ({profile.name})", "",
-        f"Machine: {facts.get('cpu')}; {facts.get('runtime')} {facts.get('runtime_version')}, {profile.threads} "
-        f"thread(s). Date: {time.strftime('%Y-%m-%d')}. Searches: {args.trials} trials, 1 finalist, "
+        f"{machine_line(runtime, profile.threads)} Searches: {args.trials} trials, 1 finalist, "
         f"{args.finetune_steps} fine-tune steps. Measured: the standard stopwatch, {args.readings} fresh-process "
         "readings per winner in passes; the fastest (the otherwise idle machine) is compared with the budget, "
         "the median reading and the first reading beside it.", "",

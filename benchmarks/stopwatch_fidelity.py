@@ -42,7 +42,7 @@ import time
 from pathlib import Path
 
 import pandas as pd
-from _report import md_table
+from _report import machine_line, md_table
 
 from hwprune._paths import tables_dir
 from hwprune.devices import LocalRunner, load_profile
@@ -183,10 +183,8 @@ def main() -> int:
     sm = summarize(df)
     err = df["error_pct"].abs()
     p90 = df["p90_error_pct"].dropna().abs()
-    facts = runtime.facts()
     lines = [f"# Latency fidelity against the standard stopwatch ({args.device})", "",
-             f"Machine: {facts.get('cpu')}; {facts.get('runtime')} {facts.get('runtime_version')}, "
-             f"{profile.threads} thread(s). Date: {time.strftime('%Y-%m-%d')}. Plans: ratios uniform in "
+             f"{machine_line(runtime, profile.threads)} Plans: ratios uniform in "
              f"[0, {args.max_ratio}] per group, seed {PLAN_SEED + args.seed} (the calibration plans use seed 0). "
              f"Measured: `hwprune bench`'s protocol, each plan in a fresh process ({args.warmup} warm-up runs, "
              f">= {args.runs} runs and >= {args.min_time:g} s, median and p90), one after the other, "

@@ -17,6 +17,7 @@ from hwprune.latency._progress import progress_bar
 from hwprune.latency._records import CalibrationPoint, CalibrationRound, now_iso
 from hwprune.latency._table import LatencyTable
 from hwprune.pruning import Analysis
+from hwprune.runtimes.timing import lower_quartile
 
 __all__ = ["calibration_plans", "Calibration", "CALIBRATION_MODEL", "idle_ms"]
 
@@ -56,10 +57,7 @@ def idle_ms(rounds: list[float]) -> float:
     each), mean error by model: the median round +5% to +18% (it counts the slow minutes),
     the lowest round -3% to -18% (an extreme of many short pinned samples), the lower
     quartile -1.4% to +8.3% (mean +3.9%)."""
-    xs = sorted(rounds)
-    if len(xs) == 1:
-        return xs[0]
-    return statistics.quantiles(xs, n=4, method="inclusive")[0]
+    return lower_quartile(rounds)
 
 
 class Calibration:

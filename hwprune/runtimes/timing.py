@@ -139,6 +139,16 @@ def time_runs(run: RunFn, protocol: TimingProtocol, key: str = "", cores: Sequen
 INTERLEAVED_STATISTIC = "{statistic} of {rounds} interleaved round medians, single-threaded runs on the fastest core"
 
 
+def lower_quartile(xs: Sequence[float]) -> float:
+    """The lower quartile of ``xs`` (linear interpolation; the value itself for one)."""
+    ys = sorted(xs)
+    return ys[0] if len(ys) == 1 else statistics.quantiles(ys, n=4, method="inclusive")[0]
+
+
+#: how :func:`time_interleaved` summarizes a model's round medians
+ROUND_STATISTICS = {"lowest": min, "lower_quartile": lower_quartile, "median": statistics.median}
+
+
 def time_interleaved(runs: Sequence[RunFn], rounds: int = 5, min_time_s: float = 0.5, warmup: int = 5,
                      progress: bool = False, threads: int = 1, repeats: int = 25,
                      spread: list[float] | None = None, statistic: str = "lowest") -> list[float]:
@@ -155,7 +165,8 @@ def time_interleaved(runs: Sequence[RunFn], rounds: int = 5, min_time_s: float =
     appended to it (what ``--latency-stat p90`` predicts from). ``statistic="median"``
     returns the median round instead of the lowest: the machine as it runs *now*, slow
     spell included (what the drift check wants; the lowest of a few rounds under a steady
-    neighbour favours short models, whose rounds vary more).
+    neighbour favours short models, whose rounds vary more); ``"lower_quartile"`` is a
+    table calibration's estimate of the otherwise idle device.
     """
     from tqdm.auto import tqdm
 
@@ -171,5 +182,5 @@ def time_interleaved(runs: Sequence[RunFn], rounds: int = 5, min_time_s: float =
                 bar.update(1)
     if spread is not None:
         spread += [statistics.median(m.p90_ms / m.median_ms for m in ms) for ms in per]
-    pick = min if statistic == "lowest" else statistics.median
+    pick = ROUND_STATISTICS[statistic]
     return [pick([m.median_ms for m in ms]) for ms in per]

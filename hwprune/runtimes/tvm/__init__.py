@@ -46,7 +46,7 @@ __all__ = [
     "OnnxInput", "onnx_inputs", "import_onnx", "build", "schedule_for_build", "last_schedule_report", "tune", "TuneReport",
     "LinkInfo", "export_library", "load_vm", "run_vm", "time_vm", "random_inputs",
     "time_onnx_local", "time_onnx_rpc", "connect_rpc", "parse_tracker", "host_triple",
-    "is_cross", "set_num_threads", "nvcc_path", "TvmRuntime", "build_cuda_library", "compile_library", "vm_session", "HOST_TARGET",
+    "is_cross", "set_num_threads", "nvcc_path", "TvmRuntime", "build_cuda_library", "compile_library", "compile_library_here", "vm_session", "HOST_TARGET",
 ]
 
 PIP_TVM = "pip install apache-tvm"
@@ -585,6 +585,14 @@ def compile_library(onnx_path: str | os.PathLike, target: dict[str, Any], out_di
     (:func:`build_cuda_library`). Returns how it was linked."""
     if target_kind(target) == "cuda":
         return build_cuda_library(onnx_path, target, out_dir)
+    return compile_library_here(onnx_path, target, out_dir, database_dir=database_dir, cross_cc=cross_cc,
+                                cc_apt=cc_apt, allow_tar=allow_tar)
+
+
+def compile_library_here(onnx_path: str | os.PathLike, target: dict[str, Any], out_dir: str | os.PathLike, *,
+                         database_dir: str | os.PathLike | None = None, cross_cc: str | None = None,
+                         cc_apt: str | None = None, allow_tar: bool = False) -> LinkInfo:
+    """:func:`compile_library` in this process, whatever the target (the CUDA child runs it)."""
     exe = build(import_onnx(onnx_path), target, database_dir=database_dir)
     return export_library(exe, out_dir, target, cross_cc=cross_cc, allow_tar=allow_tar, cc_apt=cc_apt)
 

@@ -20,8 +20,7 @@ def main(argv: list[str]) -> int:
     onnx_path, target_json, out_dir = argv
     try:
         target = json.loads(target_json)
-        exe = _tvm.build(_tvm.import_onnx(onnx_path), target)
-        link = _tvm.export_library(exe, out_dir, target)
+        link = _tvm.compile_library_here(onnx_path, target, out_dir)
     except HwpruneError as exc:
         print(json.dumps({"error": str(exc), "hint": exc.hint, "type": type(exc).__name__}))
         return 1

@@ -15,7 +15,6 @@ from __future__ import annotations
 import contextlib
 import copy
 import math
-import math
 import random
 from dataclasses import dataclass
 from typing import Sequence
@@ -188,6 +187,9 @@ class PruningSpace:
         self.auto_pinned = dict(auto_pinned or {})
         #: groups whose channels reach a layer twice: root channels pruned together, in sets
         self.ties: dict[str, list[list[int]]] = {}
+        #: groups split at a concatenation they span (gated or added as a whole): root ->
+        #: [(segment group name, its root channel indices)]
+        self.segments: dict[str, list[tuple[str, list[int]]]] = {}
         self.tag_collisions = False
         model = lm.model.eval()
         x = torch.zeros(*lm.input_shape)
@@ -206,14 +208,23 @@ class PruningSpace:
             size = len(g[0].idxs)
             members = []
             unit = 1
-            for item in g:
+            for item, member in zip(g, _member_names(g, names)):
                 mod = item.dep.target.module
-                if mod in names:
-                    kind = "out" if "out" in item.dep.handler.__name__ else "in"
-                    members.append(f"{names[mod]}:{kind}")
+                if member:
+                    members.append(member)
                     if _is_grouped(mod) or isinstance(mod, _GroupedConv2d):
                         unit = math.lcm(unit, mod.out_channels // mod.groups)
             classes = self.ties.get(names[root])
+            segments = _segments(g, names) if classes is None and unit == 1 else None
+            if segments:  # a gate or a residual add over a concatenation: one group per segment
+                self.segments[names[root]] = segments
+                for seg_name, idxs in segments:
+                    seg = set(idxs)
+                    seg_members = sorted({m for item, m in zip(g, _member_names(g, names))
+                                          if m and seg & set(item.root_idxs)})
+                    groups.append(Group(seg_name, len(idxs), _channel_choices(len(idxs), multiple, min_keep,
+                                                                              ratio_step), tuple(seg_members)))
+                continue
             if classes is not None:
                 if unit > 1 or len({len(c) for c in classes}) != 1:
                     raise UnsafePruning(f"cannot prune layer '{names[root]}' safely: its channels reach a layer "
@@ -273,15 +284,18 @@ class PruningSpace:
             ref = self.lm.model(x).shape
         pins: dict[str, str] = {}
         ties: list[str] = []
+        root_of = {seg: root for root, segments in self.segments.items() for seg, _ in segments}
         for g in self.groups:
             keep = {g.name: g.choices[-2] if len(g.choices) > 1 else max(1, g.size - g.step)}
+            root = root_of.get(g.name, g.name)  # a segment is pinned or tied as its whole group
             try:
                 pruned = self.apply(self._plan(keep))
             except _MappingFailure as exc:
-                if exc.args[0].startswith("pruning to") and g.name not in self.ties:
-                    ties.append(g.name)  # its channels reach a layer twice: prune them in tied sets
+                if exc.args[0].startswith("pruning to") and root not in self.ties:
+                    if root not in ties:
+                        ties.append(root)  # its channels reach a layer twice: prune them in tied sets
                 else:
-                    pins[g.name] = f"Torch-Pruning cannot follow its channels ({exc})"
+                    pins[root] = f"Torch-Pruning cannot follow its channels ({exc})"
                 continue
             try:
                 with torch.no_grad():
@@ -290,9 +304,9 @@ class PruningSpace:
             except Exception as exc:  # what pruning broke: reported in one line
                 bad = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
             if bad:
-                raise UnsafePruning(f"cannot prune layer '{g.name}' of model '{self.model_id}' safely: "
+                raise UnsafePruning(f"cannot prune layer '{root}' of model '{self.model_id}' safely: "
                                     f"pruning its group breaks the model ({bad})",
-                                    f"pin it: --keep-layers {g.name}")
+                                    f"pin it: --keep-layers {root}")
         if pins or ties:
             raise NeedsPins(pins, ties)
 
@@ -370,10 +384,16 @@ class PruningSpace:
             for g in dg.get_all_groups(ignored_layers=ignored, root_module_types=_ROOT_TYPES):
                 name = names[g[0].dep.target.module]
                 size = len(g[0].idxs)
-                target = keep.get(name, size)
-                done.add(name)
-                if target >= size:
-                    continue
+                segments = self.segments.get(name)
+                if segments:
+                    done.update(n for n, _ in segments)
+                    if all(keep[n] >= len(idxs) for n, idxs in segments):
+                        continue
+                else:
+                    target = keep.get(name, size)
+                    done.add(name)
+                    if target >= size:
+                        continue
                 try:
                     scores = imp(g)
                 except (IndexError, RuntimeError) as exc:  # the graph maps channels out of range
@@ -381,7 +401,13 @@ class PruningSpace:
                 if scores is None:
                     scores = torch.zeros(size)
                 unit = self.by_name[name].step if name in self.by_name else 1
-                if name in self.ties:  # tied sets of root channels: rank sets by their mean score
+                if segments:  # each segment keeps its own count of its strongest channels
+                    drop = []
+                    for n, idxs in segments:
+                        order = torch.argsort(-scores.float()[idxs], stable=True)
+                        drop += [idxs[int(i)] for i in order[keep[n]:]]
+                    drop.sort()
+                elif name in self.ties:  # tied sets of root channels: rank sets by their mean score
                     classes = self.ties[name]
                     means = torch.stack([scores.float()[c].mean() for c in classes])
                     order_c = torch.argsort(-means, stable=True)
@@ -416,6 +442,46 @@ class PruningSpace:
     def _ignored_names(self) -> list[str]:
         names = {m: n for n, m in self.lm.model.named_modules()}
         return [names[m] for m in self._ignored]
+
+
+def _member_names(g, names: dict) -> list[str | None]:
+    """``"module.path:out"`` / ``"module.path:in"`` per item of a dependency group (None
+    for the graph's internal nodes)."""
+    return [f"{names[it.dep.target.module]}:{'out' if 'out' in it.dep.handler.__name__ else 'in'}"
+            if it.dep.target.module in names else None for it in g]
+
+
+def _segments(g, names: dict) -> list[tuple[str, list[int]]] | None:
+    """The segments of a group that spans a concatenation as a whole (``cat([a, b])``
+    gated by squeeze-and-excitation, or added to a residual): root channels produced by
+    the same layers, each named by the first layer that produces exactly it. None when
+    every layer produces all of the group's channels, or some channels come from no layer.
+    Segments no single layer produces exactly (two concatenations with different splits
+    added together) are named ``first_layer@first_channel``."""
+    size = len(g[0].idxs)
+    producers: list[set[str]] = [set() for _ in range(size)]
+    covers: dict[str, frozenset[int]] = {}
+    for item, member in zip(g, _member_names(g, names)):
+        if member and member.endswith(":out") and isinstance(item.dep.target.module, _ROOT_TYPES):
+            idxs = frozenset(int(i) for i in item.root_idxs if i is not None and 0 <= i < size)
+            covers[member[:-4]] = idxs
+            for i in idxs:
+                producers[i].add(member[:-4])
+    by_signature: dict[frozenset[str], list[int]] = {}
+    for i, p in enumerate(producers):
+        by_signature.setdefault(frozenset(p), []).append(i)
+    if len(by_signature) < 2:
+        return None
+    order = list(names.values())
+    segments = []
+    for sig, idxs in sorted(by_signature.items(), key=lambda kv: kv[1]):
+        if not sig:  # channels no layer produces (the model's input): not prunable here
+            return None
+        exact = [n for n, c in covers.items() if c == frozenset(idxs)]
+        # two concatenations with different splits meet in an add: name the overlap
+        name = min(exact, key=order.index) if exact else f"{min(sig, key=order.index)}@{idxs[0]}"
+        segments.append((name, idxs))
+    return segments
 
 
 def _pinned(model: nn.Module, keep_layers: Sequence[str]) -> list[nn.Module]:

@@ -430,6 +430,31 @@ def input_attr() -> nn.Module:
     return InputAttr()
 
 
+# ---- Concatenations gated as a whole: squeeze-and-excitation over an inception block --
+class GatedInceptionNet(nn.Module):
+    """The gate (and the residual add of the second block) spans the concatenation, so
+    each branch's channels are coupled with the SE convs but not with the other branch."""
+
+    def __init__(self, num_classes: int = 10) -> None:
+        super().__init__()
+        self.stem = _cbr(3, 24, s=2, act=nn.Hardswish)
+        self.a1, self.b1 = _cbr(24, 16, 1), nn.Sequential(_cbr(24, 8, 1), _cbr(8, 16, 3))
+        self.se1 = SqueezeExcite(32, gate=nn.Sigmoid)
+        self.a2, self.b2 = _cbr(32, 12, 1), nn.Sequential(_cbr(32, 8, 1), _cbr(8, 20, 3))
+        self.se2 = SqueezeExcite(32, gate=nn.Sigmoid)
+        self.head = nn.Sequential(nn.Flatten(), nn.Linear(32, 64), nn.Hardswish(), nn.Linear(64, num_classes))
+
+    def forward(self, x):
+        x = self.stem(x)
+        x = self.se1(torch.cat([self.a1(x), self.b1(x)], 1))
+        x = x + self.se2(torch.cat([self.a2(x), self.b2(x)], 1))
+        return self.head(F.adaptive_avg_pool2d(x, 1))
+
+
+def gated_inception() -> nn.Module:
+    return GatedInceptionNet()
+
+
 # ---- not prunable safely: a gate broadcast from a channel mean -------------------------
 class ChannelMeanGate(nn.Module):
     """Torch-Pruning couples the 1-channel mean with the gated tensor's channels: pruning
@@ -456,5 +481,5 @@ SHAPES = {
     "inception": (1, 3, 32, 32), "densenet": (1, 3, 32, 32), "mobilenetv3_small": (1, 3, 32, 32),
     "efficientnet_mbconv": (1, 3, 32, 32), "shufflenet_v2": (1, 3, 32, 32), "ghostnet": (1, 3, 32, 32),
     "regnet": (1, 3, 32, 32), "unet": (1, 3, 32, 32), "shared_twice": (1, 3, 32, 32),
-    "input_attr": None, "channel_mean_gate": (1, 3, 32, 32),
+    "input_attr": None, "gated_inception": (1, 3, 32, 32), "channel_mean_gate": (1, 3, 32, 32),
 }

@@ -3,6 +3,7 @@ model path: prune at three ratios, export, match onnxruntime against torch, coun
 parameters analytically, extract the kernels onnxruntime runs."""
 from __future__ import annotations
 
+import random
 from pathlib import Path
 
 import pytest
@@ -95,6 +96,35 @@ def test_se_excitation_follows_the_gated_tensor():
     a = analyze(_load("mobilenetv3_small"))
     g = a.space.by_name["blocks.3.se.fc2"]
     assert {"blocks.3.dw.0:out", "blocks.3.se.fc2:out", "blocks.3.project.0:in"} <= set(g.members)
+
+
+def test_concatenation_spanned_by_a_gate_or_add_prunes_each_branch():
+    a = analyze(_load("gated_inception"))
+    assert a.space.segments, "the group spanning the concatenation was not split"
+    rng = random.Random(5)
+    plans = [a.space.uniform_plan(0.9)] + [a.space.random_plan(rng, 0.0, 0.9) for _ in range(6)]
+    for plan in plans:
+        pruned = a.space.apply(plan)
+        full = a.space.full_keep(plan)
+        for root, segments in a.space.segments.items():
+            for seg, _ in segments:
+                assert full[seg] >= 1
+        convs = [m for m in pruned.modules() if isinstance(m, torch.nn.Conv2d)]
+        assert all(m.out_channels >= 1 and m.in_channels >= 1 for m in convs)
+        assert a.cost.cost(plan).params == sum(p.numel() for p in pruned.parameters())
+        assert check_onnx(pruned, to_onnx_bytes(pruned, a.lm.input_shape), a.lm.input_shape, seed=3) <= 1e-4
+
+
+def test_gated_concatenation_segments_are_named_by_their_branch():
+    a = analyze(_load("gated_inception"))
+    names = {g.name for g in a.space.groups}
+    # the residual add meets a 16+16 concatenation with a 12+20 one: three segments
+    assert {"a2.0", "a1.0@12", "b1.1.0"} <= names
+    assert [a.space.by_name[n].size for n in ("a2.0", "a1.0@12", "b1.1.0")] == [12, 4, 16]
+    pruned = a.space.apply(a.space.uniform_plan(0.5))
+    assert pruned.a2[0].out_channels == 6 and pruned.a1[0].out_channels == 6 + 2
+    assert pruned.b1[1][0].out_channels == 8 and pruned.b2[1][0].out_channels == 2 + 8
+    assert pruned.se2.fc1.in_channels == 16
 
 
 def test_shuffle_keeps_shuffled_channels_whole():

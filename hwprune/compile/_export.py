@@ -250,12 +250,11 @@ def _drift(summary: RunSummary, profile: DeviceProfile, opts: _Options) -> Any:
 
 def _verify(_tvm: Any, tmp: Path, link: Any, inputs: list[Any], target: dict[str, Any], profile: DeviceProfile,
             opts: _Options) -> tuple[dict[str, Any], dict[str, Any] | None, list[str]]:
-    """Outputs against onnxruntime (and both timed) here, or under emulation, or skipped."""
+    """Outputs against onnxruntime here, or under emulation, or skipped."""
     lib, onnx_path = tmp / link.file, tmp / "model.onnx"
     if opts.verify and not _tvm.is_cross(target) and _tvm.target_kind(target) == "llvm":
         verification, measured = _verify_host(_tvm, lib, onnx_path, inputs, threads=profile.threads,
-                                              tolerance=opts.tolerance, warmup=opts.warmup,
-                                              repeats=opts.repeats, seed=opts.seed)
+                                              tolerance=opts.tolerance, seed=opts.seed)
         return verification, measured, []
     if opts.verify:
         emulated = _verify_emulated(_tvm, lib, onnx_path, inputs, target, link, tolerance=opts.tolerance,
@@ -272,60 +271,69 @@ def _verify(_tvm: Any, tmp: Path, link: Any, inputs: list[Any], target: dict[str
 
 def _stopwatch(tmp: Path, link: Any, profile: DeviceProfile, opts: _Options, predicted: float | None,
                stat: str) -> dict[str, Any]:
-    """The artifact as the device deploys it (the library, or model.onnx for onnxruntime),
-    timed with the standard stopwatch in a fresh process: what the prediction promised.
+    """Both runtimes timed with the standard stopwatch, each in a fresh process: the
+    artifact as the device deploys it (the library, or model.onnx for onnxruntime), then
+    the other runtime on the same pruned model, so the race and the check against the
+    prediction read the same stopwatch a user would.
 
-    The prediction is the latency on the otherwise idle device. A reading more than 10%
-    above it is confirmed before export fails: up to four more readings, each in its own
-    process a second apart, until one is within; :func:`_race` holds the fastest of them
-    and of the in-process race to the prediction. A neighbour's slow spell only adds time,
-    so an artifact that is really slow is slow in all of them. All readings are kept."""
+    The prediction is the latency on the otherwise idle device. A reading of the deployed
+    artifact more than 10% above it is confirmed before export fails: up to four more
+    readings, each in its own process a second apart, until one is within; the fastest is
+    held to the prediction (a neighbour's slow spell only adds time, so an artifact that is
+    really slow is slow in all of them). All readings are kept."""
     from hwprune.runtimes._bench import bench_in_fresh_process
 
-    path = tmp / link.file if profile.deploy_runtime == "tvm" else tmp / "model.onnx"
-    runtime = {"name": profile.deploy_runtime, "threads": profile.threads}
-    if profile.deploy_runtime == profile.runtime.get("name"):
-        runtime = dict(profile.runtime)
-    request = {"path": str(path), "runtime": runtime, "target": profile.tvm_target,
-               "warmup": opts.warmup, "runs": opts.repeats, "min_time_s": 1.0}
-    readings = [bench_in_fresh_process(request)]
+    def request(runtime_name: str) -> dict[str, Any]:
+        path = tmp / link.file if runtime_name == "tvm" else tmp / "model.onnx"
+        runtime = {"name": runtime_name, "threads": profile.threads}
+        if runtime_name == profile.runtime.get("name"):
+            runtime = dict(profile.runtime)
+        return {"path": str(path), "runtime": runtime, "target": profile.tvm_target,
+                "warmup": opts.warmup, "runs": opts.repeats, "min_time_s": 1.0}
+
+    deployed = profile.deploy_runtime
+    other = "onnxruntime" if deployed == "tvm" else "tvm"
+    readings = [bench_in_fresh_process(request(deployed))]
+    rival = bench_in_fresh_process(request(other))  # right after the first reading: the race pair
     limit = (1 + SLOWER_THAN_PREDICTED) * predicted if isinstance(predicted, (int, float)) else float("inf")
     while len(readings) < 5 and min(r[f"{stat}_ms"] for r in readings) > limit:
         time.sleep(1.0)
-        readings.append(bench_in_fresh_process(request))
+        readings.append(bench_in_fresh_process(request(deployed)))
+    first = readings[0]
     readings.sort(key=lambda r: r[f"{stat}_ms"])
     result = {k: v for k, v in readings[0].items() if k != "path"}
     result["readings_ms"] = [r[f"{stat}_ms"] for r in readings]
+    result["race"] = {deployed: {k: first[k] for k in ("median_ms", "p10_ms", "p90_ms")},
+                      other: {k: rival[k] for k in ("median_ms", "p10_ms", "p90_ms")}}
     return result
 
 
 def _race(measured: dict[str, Any], predicted: float | None, profile: DeviceProfile, opts: _Options,
           stat: str = "median") -> list[str]:
-    """Name the faster runtime (both timed in this process, alternately), and hold what the
-    device deploys, timed with the standard stopwatch, to the run's prediction of ``stat``:
+    """Name the faster runtime (one fresh-process reading each, back to back), and hold what
+    the device deploys (the fastest of its readings) to the run's prediction of ``stat``:
     more than 10% above it is a failure (``SlowerThanPredictedError``) unless allowed."""
-    times = {"tvm": measured["tvm_median_ms"], "onnxruntime": measured["onnxruntime_median_ms"]}
+    watch = measured["stopwatch"]
+    times = {name: r["median_ms"] for name, r in watch["race"].items()}
+    for name, r in watch["race"].items():
+        measured[f"{name}_median_ms"], measured[f"{name}_p90_ms"] = r["median_ms"], r["p90_ms"]
     faster = min(times, key=times.get)
     other = max(times, key=times.get)
     measured["faster_runtime"] = faster
     measured["deployed_runtime"] = profile.deploy_runtime
     measured["race"] = (f"{faster} is {times[other] / times[faster]:.2f}x faster than {other} on this machine "
-                        f"({times[faster]:.3f} vs {times[other]:.3f} ms); '{profile.name}' deploys with "
-                        f"{profile.deploy_runtime}")
+                        f"({times[faster]:.3f} vs {times[other]:.3f} ms, median, fresh processes); "
+                        f"'{profile.name}' deploys with {profile.deploy_runtime}")
     notes: list[str] = []
-    watch = measured.get("stopwatch") or {}
-    # the idle machine's speed: the fastest of the fresh-process readings and the in-process
-    # race (every disturbance only adds time; both time the same artifact here)
-    candidates = [watch.get(f"{stat}_ms"), times.get(profile.deploy_runtime) if stat == "median" else None]
-    deployed = min((c for c in candidates if isinstance(c, (int, float))), default=None)
-    if deployed is None or not isinstance(predicted, (int, float)) or predicted <= 0:
+    deployed = watch.get(f"{stat}_ms")
+    if not isinstance(deployed, (int, float)) or not isinstance(predicted, (int, float)) or predicted <= 0:
         return notes
     ratio = deployed / predicted
     measured["deployed_over_predicted"] = round(ratio, 4)
     if ratio > 1 + SLOWER_THAN_PREDICTED:
         message = (f"the artifact ({profile.deploy_runtime}) runs in {deployed:.3f} ms here ({stat}, fastest of "
-                   f"the stopwatch readings and the race), {(ratio - 1) * 100:.0f}% above the {predicted:.3f} ms "
-                   "the run predicted")
+                   f"{len(watch['readings_ms'])} stopwatch readings), {(ratio - 1) * 100:.0f}% above the "
+                   f"{predicted:.3f} ms the run predicted")
         if not opts.allow_slower:
             raise SlowerThanPredictedError(message, "re-measure the table (hwprune profile) and search again, "
                                                     "or pass --allow-slower to keep it")
@@ -334,30 +342,20 @@ def _race(measured: dict[str, Any], predicted: float | None, profile: DeviceProf
 
 
 def _verify_host(_tvm: Any, lib: Path, onnx_path: Path, inputs: list[Any], *, threads: int,
-                 tolerance: float, warmup: int, repeats: int, seed: int
-                 ) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Run the exported library and onnxruntime on one seeded input; compare and time both
-    with the same protocol (:mod:`hwprune.runtimes.timing`)."""
+                 tolerance: float, seed: int) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Run the exported library and onnxruntime on one seeded input and compare; the
+    timing is :func:`_stopwatch`'s, in fresh processes."""
     from hwprune.runtimes import RuntimeSpec
     from hwprune.runtimes.ort import OrtRuntime, ort_version
-    from hwprune.runtimes.timing import TimingProtocol, time_runs
 
     feeds = _tvm.random_inputs(inputs, seed)
     _tvm.set_num_threads(threads)
-    tvm_sess = _tvm.vm_session(lib, inputs)
-    tvm_out = tvm_sess.run(feeds)
-    ort_sess = OrtRuntime(RuntimeSpec("onnxruntime", threads)).session(str(onnx_path))
-    ort_out = ort_sess.run(feeds)
+    tvm_out = _tvm.vm_session(lib, inputs).run(feeds)
+    ort_out = OrtRuntime(RuntimeSpec("onnxruntime", threads)).session(str(onnx_path)).run(feeds)
     worst = _compare(tvm_out, ort_out, tolerance, "the compiled model")
-    protocol = TimingProtocol(warmup=warmup, repeats=repeats, min_time_s=0.0)
-    tvm_ms = time_runs(tvm_sess.call(feeds), protocol, "tvm")
-    ort_ms = time_runs(ort_sess.call(feeds), protocol, "onnxruntime")
     verification = {"status": "passed", "reference": "onnxruntime", "seed": seed,
                     "max_abs_diff_over_scale": worst, "tolerance": tolerance}
-    measured = {"where": platform.node() or "host", "threads": threads, "warmup": warmup,
-                "repeats": repeats, "tvm_median_ms": tvm_ms.median_ms,
-                "tvm_p10_ms": tvm_ms.p10_ms, "tvm_p90_ms": tvm_ms.p90_ms,
-                "onnxruntime_median_ms": ort_ms.median_ms, "onnxruntime_version": ort_version()}
+    measured = {"where": platform.node() or "host", "threads": threads, "onnxruntime_version": ort_version()}
     return verification, measured
 
 

@@ -37,6 +37,16 @@ def _act_nodes(act: str, src: str, dst: str) -> tuple[list[onnx.NodeProto], list
              "hardsigmoid": "HardSigmoid", "leakyrelu": "LeakyRelu"}
     if act in names:
         return [helper.make_node(names[act], [src], [dst])], []
+    if act == "silu" or act.startswith("quickgelu"):  # x * sigmoid(alpha * x)
+        alpha = 1.0 if act == "silu" else float(act[len("quickgelu"):])
+        inits = [numpy_helper.from_array(np.array(alpha, np.float32), "swish_alpha")]
+        nodes = [helper.make_node("Mul", [src, "swish_alpha"], ["swish_ax"]),
+                 helper.make_node("Sigmoid", ["swish_ax"], ["swish_s"]),
+                 helper.make_node("Mul", [src, "swish_s"], [dst])]
+        if alpha == 1.0:  # the plain pair onnxruntime matches
+            nodes, inits = nodes[1:], []
+            nodes[0].input[0] = src
+        return nodes, inits
     raise ConfigError(f"cannot build a micro model for activation '{act}'")
 
 
@@ -86,7 +96,7 @@ def micro_model(sig: KernelSig, seed: int = 0) -> bytes:
     elif sig.op == "act":
         src, out_shape = "x", [1, sig.cin, sig.h, sig.w]
     else:
-        raise ConfigError(f"cannot build a micro model for kernel op '{sig.op}'")
+        src, out_shape = _data_movement(sig, inputs, nodes, inits, rng)
     act_nodes, act_inits = _act_nodes(sig.act, src, "y")
     nodes += act_nodes
     inits += act_inits
@@ -97,6 +107,78 @@ def micro_model(sig: KernelSig, seed: int = 0) -> bytes:
                               producer_name="hwprune-micro")
     model.ir_version = 8
     return model.SerializeToString()
+
+
+def _data_movement(sig: KernelSig, inputs: list, nodes: list, inits: list,
+                   rng: np.random.Generator) -> tuple[str, list[int]]:
+    """The kernels that move, gate or normalize data (concatenation, SE scale, BatchNorm,
+    resize, pad...): the node (or nodes) that produce ``p`` from ``x``, and its shape.
+    Where the signature does not record how channels are split among inputs or outputs
+    (concat, split), they are split evenly: their cost follows the bytes moved."""
+    c, h, w = sig.cin, sig.h, sig.w
+    full = [1, c, h, w]
+
+    def tensor(name: str, shape: list[int]) -> None:
+        inputs.append(helper.make_tensor_value_info(name, TensorProto.FLOAT, shape))
+
+    def const(name: str, arr: np.ndarray) -> str:
+        inits.append(numpy_helper.from_array(arr, name))
+        return name
+
+    op = sig.op
+    if op == "concat":
+        n = max(2, sig.groups)
+        sizes = [c // n + (1 if i < c % n else 0) for i in range(n)]
+        inputs.clear()
+        for i, ci in enumerate(sizes):
+            tensor(f"x{i}" if i else "x", [1, ci, h, w])
+        nodes.append(helper.make_node("Concat", ["x"] + [f"x{i}" for i in range(1, n)], ["p"], axis=1))
+        return "p", full
+    if op in ("scale", "mul"):
+        tensor("r", [1, c, 1, 1] if op == "scale" else full)
+        nodes.append(helper.make_node("Mul", ["x", "r"], ["p"]))
+        return "p", full
+    if op == "reducemean":
+        nodes.append(helper.make_node("ReduceMean", ["x"], ["p"], axes=[2, 3], keepdims=1))  # opset 17
+        return "p", [1, c, 1, 1]
+    if op == "bn":
+        stats = (("gamma", rng.random(c) + 0.5), ("beta", rng.standard_normal(c)),
+                 ("mean", rng.standard_normal(c)), ("var", rng.random(c) + 0.5))
+        names = [const(n, v.astype(np.float32)) for n, v in stats]
+        nodes.append(helper.make_node("BatchNormalization", ["x", *names], ["p"]))
+        return "p", full
+    if op == "split":
+        n = max(2, sig.groups)
+        sizes = [sig.cout] * n if sig.cout * n == c else [c // n + (1 if i < c % n else 0) for i in range(n)]
+        outs = ["p"] + [f"unused{i}" for i in range(1, n)]
+        nodes.append(helper.make_node("Split", ["x", const("split", np.array(sizes, np.int64))], outs, axis=1))
+        return "p", [1, sizes[0], h, w]
+    if op == "slice":
+        args = [const(n, np.array(v, np.int64)) for n, v in (("starts", [0]), ("ends", [sig.cout]), ("axes", [1]))]
+        nodes.append(helper.make_node("Slice", ["x", *args], ["p"]))
+        return "p", [1, sig.cout, h, w]
+    if op == "transpose":
+        nodes.append(helper.make_node("Transpose", ["x"], ["p"], perm=[0, 1, 3, 2]))
+        return "p", [1, c, w, h]
+    if op.startswith("resize_"):
+        sh, sw = sig.stride
+        scales = const("scales", np.array([1, 1, sh, sw], np.float32))
+        nodes.append(helper.make_node("Resize", ["x", "", scales], ["p"], mode=op[len("resize_"):]))
+        return "p", [1, c, h * sh, w * sw]
+    if op.startswith("pad_"):
+        t, l, b, r = sig.pads
+        pads = const("pads", np.array([0, 0, t, l, 0, 0, b, r], np.int64))
+        nodes.append(helper.make_node("Pad", ["x", pads], ["p"], mode=op[len("pad_"):]))
+        return "p", [1, c, h + t + b, w + l + r]
+    if op == "deconv":
+        g = sig.groups
+        weight = rng.standard_normal((c, sig.cout // g, *sig.k)).astype(np.float32) * 0.1
+        nodes.append(helper.make_node("ConvTranspose", ["x", const("W", weight)], ["p"], kernel_shape=list(sig.k),
+                                      strides=list(sig.stride), pads=list(sig.pads), group=g))
+        ho = (h - 1) * sig.stride[0] - sig.pads[0] - sig.pads[2] + sig.k[0]
+        wo = (w - 1) * sig.stride[1] - sig.pads[1] - sig.pads[3] + sig.k[1]
+        return "p", [1, sig.cout, ho, wo]
+    raise ConfigError(f"cannot build a micro model for kernel op '{op}'")
 
 
 def harness_overhead_ms(runner: Runner) -> float:

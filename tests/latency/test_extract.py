@@ -49,6 +49,24 @@ def test_micro_model_is_the_kernel_it_times(sig):
     assert [k.sig for k in kernels] == [sig]
 
 
+def test_every_kernel_of_user_style_models_has_its_micro_model():
+    """Runners that cannot profile whole models (TVM, RPC) time each kernel alone: every
+    kernel the conformance architectures run (concatenations, SE gates, BatchNorm, resize,
+    pad, split, transpose, SiLU...) must become a one-kernel model of exactly itself."""
+    from hwprune.onnx_export import to_onnx_bytes
+    from tests.conformance.models import SHAPES
+
+    sigs = {}
+    for name, shape in SHAPES.items():
+        if name != "channel_mean_gate":
+            lm = load_model(f"tests/conformance/models.py:{name}", input_shape=shape)
+            sigs.update((k.sig.key, k.sig) for k in extract_kernels(to_onnx_bytes(lm.model, lm.input_shape)))
+    ops = {s.op for s in sigs.values()}
+    assert {"concat", "scale", "bn", "split", "transpose", "deconv", "reducemean"} <= ops
+    for sig in sigs.values():
+        assert [k.sig for k in extract_kernels(micro_model(sig))] == [sig], sig.key
+
+
 def test_unsupported_ops_are_listed_at_once():
     x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4, 8, 8])
     y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4, 8, 8])

@@ -75,6 +75,10 @@ class ConvBNAct(nn.Module):
             y = torch.relu(y)
         elif self.act == "relu6":
             y = torch.clamp(y, 0.0, 6.0)
+        elif self.act == "hardswish":
+            y = nn.functional.hardswish(y)
+        elif self.act == "silu":
+            y = y * torch.sigmoid(y)
         return y
 
 
@@ -127,6 +131,14 @@ def test_conv2d_relu6_and_residual_epilogue():
                           ConvBNAct(16, 16, 3, 1, residual=True))
     report = _check(model, (1, 16, 12, 12))
     assert _rules(report) <= {"conv2d", "elementwise"}, report
+
+
+@pytest.mark.parametrize("act,groups", [("hardswish", 1), ("silu", 1), ("hardswish", 24)])
+def test_epilogue_reading_the_conv_twice_is_scheduled(act, groups):
+    """hard-swish (y * clip(y + 3, 0, 6) / 6) and SiLU (y * sigmoid(y)) read the conv's
+    output twice: the epilogue branches and joins, and is still fused into the rule."""
+    report = _check(ConvBNAct(24, 24, 3, 2, groups=groups, act=act), (1, 24, 20, 20))
+    assert _rules(report) <= {"conv2d", "depthwise"} and "fallback" not in _rules(report), report
 
 
 @pytest.mark.parametrize("channels,stride,size", [(16, 1, 14), (13, 2, 15), (32, 2, 28)])

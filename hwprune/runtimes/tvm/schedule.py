@@ -112,21 +112,55 @@ def _is_spatial(sch: Any, block: Any) -> bool:
 
 
 def _inline_epilogue(sch: Any, block: Any) -> Any | None:
-    """Inline the elementwise chain after ``block`` into its last block; return that
-    last block (None if there is no epilogue). Raises if the chain is not a line."""
-    chain = []
-    cur = block
-    while True:
-        cons = sch.get_consumers(cur)
-        if len(cons) == 0:
-            break
-        if len(cons) != 1 or not _is_spatial(sch, cons[0]):
-            raise ValueError("epilogue is not a single elementwise chain")
-        cur = cons[0]
-        chain.append(cur)
-    for b in chain[:-1]:
-        sch.compute_inline(b)
-    return chain[-1] if chain else None
+    """Inline the elementwise epilogue after ``block`` into its last block; return that
+    last block (None if there is no epilogue).
+
+    The epilogue may branch and join again (hard-swish ``y * clip(y + 3, 0, 6) / 6``
+    reads ``y`` twice); every block after ``block`` must be spatial and the chain must end
+    in one block, else ValueError."""
+    order: list[Any] = []
+    seen: set[str] = set()
+    frontier = [block]
+    while frontier:
+        cur = frontier.pop(0)
+        for c in sch.get_consumers(cur):
+            name = sch.get(c).name_hint
+            if name in seen:
+                continue
+            if not _is_spatial(sch, c):
+                raise ValueError("epilogue is not elementwise")
+            seen.add(name)
+            order.append(c)
+            frontier.append(c)
+    if not order:
+        return None
+    sinks = [b for b in order if len(sch.get_consumers(b)) == 0]
+    if len(sinks) != 1:
+        raise ValueError("epilogue does not end in one block")
+    sink = sch.get(sinks[0]).name_hint
+    # producers before consumers: inline a block only once nothing before it is left
+    for b in _topological(sch, order):
+        if sch.get(b).name_hint != sink:
+            sch.compute_inline(b)
+    return sch.get_sblock(sink)
+
+
+def _topological(sch: Any, blocks: list[Any]) -> list[Any]:
+    names = {sch.get(b).name_hint: b for b in blocks}
+    done: list[str] = []
+
+    def visit(name: str) -> None:
+        if name in done:
+            return
+        for p in sch.get_producers(names[name]):
+            pn = sch.get(p).name_hint
+            if pn in names:
+                visit(pn)
+        done.append(name)
+
+    for n in names:
+        visit(n)
+    return [names[n] for n in done]
 
 
 def _pick_tile(n: int, lo: int, hi: int) -> int:

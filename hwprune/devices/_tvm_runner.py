@@ -59,8 +59,9 @@ class TvmLocalRunner(Runner):
 
     def describe(self) -> dict[str, Any]:
         from hwprune.runtimes import tvm as _tvm
+        from hwprune.runtimes.tvm.schedule import library_version
         return {"runner": self.name, "runtime": "tvm", "tvm_version": _tvm.tvm_version(),
-                "target": self._resolved or self.target, "threads": self.threads,
+                "schedules": library_version(), "target": self._resolved or self.target, "threads": self.threads,
                 "machine": platform.machine(), "cpu": (self._resolved or {}).get("mcpu"),
                 "protocol": self.protocol.__dict__}
 
@@ -136,8 +137,9 @@ class TvmRpcRunner(Runner):
 
     def describe(self) -> dict[str, Any]:
         from hwprune.runtimes import tvm as _tvm
+        from hwprune.runtimes.tvm.schedule import library_version
         return {"runner": self.name, "runtime": "tvm", "tvm_version": _tvm.tvm_version(),
-                "tracker": self.tracker, "key": self.key, "target": self.target,
+                "schedules": library_version(), "tracker": self.tracker, "key": self.key, "target": self.target,
                 "device": self.device, "protocol": self.protocol.__dict__}
 
     def measure(self, models: Iterable[MicroModel]) -> Iterator[Measurement]:

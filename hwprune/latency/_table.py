@@ -42,7 +42,7 @@ SOURCES = tuple(s.value for s in Source)
 #: facts that must match for a measured table to describe this machine (a fact the
 #: caller does not give, e.g. the probed channel block, is not compared)
 FRESHNESS_FIELDS = ("cpu", "runtime", "runtime_version", "provider", "threads", "graph_optimization_level",
-                    "channel_block")
+                    "channel_block", "schedules")
 
 
 @dataclass

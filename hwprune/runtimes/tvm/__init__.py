@@ -40,6 +40,7 @@ import numpy as np
 
 from hwprune.errors import CompileError, DeviceError, MissingDependencyError
 from hwprune.runtimes import Runtime, RuntimeSpec, Session
+from hwprune.runtimes.tvm import schedule
 
 __all__ = [
     "import_tvm", "tvm_version", "seconds_to_ms", "resolve_target", "target_kind",
@@ -812,7 +813,7 @@ class TvmRuntime(Runtime):
 
         return {"machine": platform.node(), "arch": platform.machine(), "cpu": cpu_model(),
                 "runtime": "tvm", "runtime_version": tvm_version(), "target": self.target,
-                "schedules": "hwprune schedule library", "threads": self.threads}
+                "schedules": schedule.library_version(), "threads": self.threads}
 
     def session(self, model: bytes | str) -> Session:
         if is_cross(self.target):

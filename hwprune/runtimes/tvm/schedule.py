@@ -36,7 +36,7 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["vector_lanes", "schedule_module"]
+__all__ = ["vector_lanes", "schedule_module", "library_version"]
 
 _AVX512_CPUS = ("skylake-avx512", "cascadelake", "cooperlake", "icelake", "icelake-client",
                 "icelake-server", "tigerlake", "sapphirerapids", "emeraldrapids", "graniterapids",
@@ -46,6 +46,15 @@ _AVX2_CPUS = ("haswell", "broadwell", "skylake", "alderlake", "raptorlake", "met
               "arrowlake", "lunarlake", "znver1", "znver2", "znver3", "x86-64-v3", "core-avx2",
               "coffeelake", "kabylake", "cometlake", "gracemont", "sierraforest", "grandridge",
               "bdver4", "goldmont")
+
+
+def library_version() -> str:
+    """``hwprune-schedules-<hash of this file>``: kernels timed with one version of the
+    rules say so, and a table timed with other rules is stale (its kernels ran other code)."""
+    import hashlib
+    from pathlib import Path
+
+    return "hwprune-schedules-" + hashlib.sha256(Path(__file__).read_bytes()).hexdigest()[:12]
 
 
 def _tvm() -> Any:

@@ -109,6 +109,11 @@ def micro_model(sig: KernelSig, seed: int = 0) -> bytes:
     return model.SerializeToString()
 
 
+def _even_split(c: int, n: int) -> list[int]:
+    """``c`` channels in ``n`` parts that differ by at most one (the first ones larger)."""
+    return [c // n + (1 if i < c % n else 0) for i in range(n)]
+
+
 def _data_movement(sig: KernelSig, inputs: list, nodes: list, inits: list,
                    rng: np.random.Generator) -> tuple[str, list[int]]:
     """The kernels that move, gate or normalize data (concatenation, SE scale, BatchNorm,
@@ -128,7 +133,7 @@ def _data_movement(sig: KernelSig, inputs: list, nodes: list, inits: list,
     op = sig.op
     if op == "concat":
         n = max(2, sig.groups)
-        sizes = [c // n + (1 if i < c % n else 0) for i in range(n)]
+        sizes = _even_split(c, n)
         inputs.clear()
         for i, ci in enumerate(sizes):
             tensor(f"x{i}" if i else "x", [1, ci, h, w])
@@ -149,7 +154,7 @@ def _data_movement(sig: KernelSig, inputs: list, nodes: list, inits: list,
         return "p", full
     if op == "split":
         n = max(2, sig.groups)
-        sizes = [sig.cout] * n if sig.cout * n == c else [c // n + (1 if i < c % n else 0) for i in range(n)]
+        sizes = [sig.cout] * n if sig.cout * n == c else _even_split(c, n)
         outs = ["p"] + [f"unused{i}" for i in range(1, n)]
         nodes.append(helper.make_node("Split", ["x", const("split", np.array(sizes, np.int64))], outs, axis=1))
         return "p", [1, sizes[0], h, w]

@@ -208,19 +208,20 @@ class PruningSpace:
             size = len(g[0].idxs)
             members = []
             unit = 1
-            for item, member in zip(g, _member_names(g, names)):
+            member_names = _member_names(g, names)
+            for item, member in zip(g, member_names):
                 mod = item.dep.target.module
                 if member:
                     members.append(member)
                     if _is_grouped(mod) or isinstance(mod, _GroupedConv2d):
                         unit = math.lcm(unit, mod.out_channels // mod.groups)
             classes = self.ties.get(names[root])
-            segments = _segments(g, names) if classes is None and unit == 1 else None
+            segments = _segments(g, names, member_names) if classes is None and unit == 1 else None
             if segments:  # a gate or a residual add over a concatenation: one group per segment
                 self.segments[names[root]] = segments
                 for seg_name, idxs in segments:
                     seg = set(idxs)
-                    seg_members = sorted({m for item, m in zip(g, _member_names(g, names))
+                    seg_members = sorted({m for item, m in zip(g, member_names)
                                           if m and seg & set(item.root_idxs)})
                     groups.append(Group(seg_name, len(idxs), _channel_choices(len(idxs), multiple, min_keep,
                                                                               ratio_step), tuple(seg_members)))
@@ -451,17 +452,18 @@ def _member_names(g, names: dict) -> list[str | None]:
             if it.dep.target.module in names else None for it in g]
 
 
-def _segments(g, names: dict) -> list[tuple[str, list[int]]] | None:
+def _segments(g, names: dict, member_names: list[str | None]) -> list[tuple[str, list[int]]] | None:
     """The segments of a group that spans a concatenation as a whole (``cat([a, b])``
     gated by squeeze-and-excitation, or added to a residual): root channels produced by
     the same layers, each named by the first layer that produces exactly it. None when
     every layer produces all of the group's channels, or some channels come from no layer.
     Segments no single layer produces exactly (two concatenations with different splits
-    added together) are named ``first_layer@first_channel``."""
+    added together) are named ``first_layer@first_channel``. ``member_names`` is
+    :func:`_member_names` of ``g``."""
     size = len(g[0].idxs)
     producers: list[set[str]] = [set() for _ in range(size)]
     covers: dict[str, frozenset[int]] = {}
-    for item, member in zip(g, _member_names(g, names)):
+    for item, member in zip(g, member_names):
         if member and member.endswith(":out") and isinstance(item.dep.target.module, _ROOT_TYPES):
             idxs = frozenset(int(i) for i in item.root_idxs if i is not None and 0 <= i < size)
             covers[member[:-4]] = idxs

@@ -34,6 +34,7 @@ tvm is imported lazily (``import tvm`` costs seconds).
 """
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 __all__ = ["vector_lanes", "schedule_module", "library_version"]
@@ -48,6 +49,7 @@ _AVX2_CPUS = ("haswell", "broadwell", "skylake", "alderlake", "raptorlake", "met
               "bdver4", "goldmont")
 
 
+@functools.lru_cache(maxsize=1)
 def library_version() -> str:
     """``hwprune-schedules-<hash of this file>``: kernels timed with one version of the
     rules say so, and a table timed with other rules is stale (its kernels ran other code)."""

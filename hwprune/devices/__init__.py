@@ -51,7 +51,8 @@ def runner_for(profile: DeviceProfile, protocol: TimingProtocol, *, command: str
         if profile.tvm_target is None:
             raise ConfigError(f"device '{profile.name}' has no tvm_target; TVM RPC cannot build for it")
         cc = (profile.cross_compiler or {}).get("cc")
-        return make_runner("tvm-rpc", rpc, key, profile.tvm_target, protocol=protocol, cross_cc=cc)
+        return make_runner("tvm-rpc", rpc, key, profile.tvm_target, protocol=protocol, cross_cc=cc,
+                           threads=spec.threads)
     if profile.measurable_here:  # this machine: the profile's runtime in this process
         return make_runner("local", spec, protocol)
     return None

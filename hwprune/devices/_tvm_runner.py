@@ -104,14 +104,16 @@ class TvmRpcRunner(Runner):
     phone), uploaded, timed with ``time_evaluator`` on the device and deleted from it
     in ``finally``. A kernel over ``protocol.timeout_s`` or a lost connection fails that
     kernel; the session is reopened for the next one. A tracker without the key raises
-    DeviceError at once instead of waiting.
+    DeviceError at once instead of waiting. The server's thread pool is sized to ``threads``
+    (the device profile's) on each session, and the size it ran with is recorded.
     """
 
     name = "tvm-rpc"
 
     def __init__(self, tracker: str, key: str, target: dict[str, Any], *,
                  protocol: TimingProtocol | None = None, cross_cc: str | None = None,
-                 device: str = "cpu", retries: int = 1, connect_timeout_s: float = 20.0) -> None:
+                 device: str = "cpu", threads: int = 1, retries: int = 1,
+                 connect_timeout_s: float = 20.0) -> None:
         super().__init__(protocol)
         from hwprune.runtimes.tvm import parse_tracker
         parse_tracker(tracker)  # validate early, one clear line
@@ -120,6 +122,7 @@ class TvmRpcRunner(Runner):
         self.target = dict(target)
         self.cross_cc = cross_cc
         self.device = device
+        self.threads = threads
         self.retries = retries
         self.connect_timeout_s = connect_timeout_s
         self._session: Any = None
@@ -133,6 +136,8 @@ class TvmRpcRunner(Runner):
     def _connect(self) -> Any:
         from hwprune.runtimes import tvm as _tvm
         self._session = _tvm.connect_rpc(self.tracker, self.key, timeout_s=self.connect_timeout_s)
+        if self.device == "cpu":
+            self._remote_info["threads"] = _tvm.remote_threads(self._session, self.threads)
         return self._session
 
     def describe(self) -> dict[str, Any]:
@@ -140,7 +145,8 @@ class TvmRpcRunner(Runner):
         from hwprune.runtimes.tvm.schedule import library_version
         return {"runner": self.name, "runtime": "tvm", "tvm_version": _tvm.tvm_version(),
                 "schedules": library_version(), "tracker": self.tracker, "key": self.key, "target": self.target,
-                "device": self.device, "protocol": self.protocol.__dict__}
+                "device": self.device, "threads": self._remote_info.get("threads", self.threads),
+                "protocol": self.protocol.__dict__}
 
     def measure(self, models: Iterable[MicroModel]) -> Iterator[Measurement]:
         from hwprune.runtimes.tvm import time_onnx_rpc

@@ -39,9 +39,9 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _start(args: list[str]) -> subprocess.Popen:
+def _start(args: list[str], **env: str) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-m", *args], stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL, start_new_session=True)
+                            stderr=subprocess.DEVNULL, start_new_session=True, env={**os.environ, **env})
 
 
 def _stop(proc: subprocess.Popen) -> None:
@@ -68,13 +68,15 @@ def _wait_for_key(tracker: str, key: str, timeout_s: float = 30.0) -> None:
 
 
 @pytest.fixture
-def rpc_server() -> Iterator[tuple[str, subprocess.Popen]]:
+def rpc_server(request) -> Iterator[tuple[str, subprocess.Popen]]:
+    """A loopback tracker and server; ``@pytest.mark.parametrize("rpc_server", [{...}],
+    indirect=True)`` hands the server extra environment variables."""
     pytest.importorskip("tornado", reason="TVM's RPC tracker needs tornado")
     port = _free_port()
     tracker = _start(["tvm.exec.rpc_tracker", "--host", "127.0.0.1", "--port", str(port),
                       "--port-end", str(port + 1)])
     server = _start(["tvm.exec.rpc_server", "--tracker", f"127.0.0.1:{port}", "--key", "test",
-                     "--host", "127.0.0.1"])
+                     "--host", "127.0.0.1"], **getattr(request, "param", {}))
     try:
         _wait_for_key(f"127.0.0.1:{port}", "test")
         yield f"127.0.0.1:{port}", server
@@ -113,11 +115,26 @@ def test_rpc_runner_agrees_with_local_runner(rpc_server) -> None:
     with TvmLocalRunner(PROTOCOL, target=HOST) as local:
         (loc,) = local.measure([model])
     with TvmRpcRunner(tracker, "test", HOST, protocol=PROTOCOL) as remote:
-        assert remote.describe()["key"] == "test"
+        assert remote.describe()["key"] == "test" and remote.describe()["threads"] == 1
         (rem,) = remote.measure([model])
     assert loc.error is None and rem.error is None, (loc.error, rem.error)
     # same machine, same code: within noise of a shared 2-core box
     assert 0.5 < rem.median_ms / loc.median_ms < 2.0, (rem.median_ms, loc.median_ms)
+
+
+@pytest.mark.parametrize("rpc_server", [{"TVM_NUM_THREADS": "2"}], indirect=True)
+def test_rpc_runner_sizes_the_servers_thread_pool(rpc_server) -> None:
+    """A server started with 2 threads times a 1-thread profile with 1 (and says so), and a
+    2-thread one with 2: the table records the threads it was timed with."""
+    from hwprune.runtimes.tvm import connect_rpc, remote_threads
+
+    tracker, _ = rpc_server
+    assert remote_threads(connect_rpc(tracker, "test")) == 2            # the server's own default
+    with TvmRpcRunner(tracker, "test", HOST, protocol=PROTOCOL, threads=1) as remote:
+        (m,) = remote.measure([micro_conv()])
+        assert m.error is None and remote.describe()["threads"] == 1
+    with TvmRpcRunner(tracker, "test", HOST, protocol=PROTOCOL, threads=2) as remote:
+        assert remote.describe()["threads"] == 2
 
 
 def test_rpc_dead_server_fails_fast(rpc_server) -> None:
@@ -156,7 +173,7 @@ def _tiny_model_file(tmp_path):
                  "    m = nn.Sequential(nn.Conv2d(3, 16, 3, padding=1, bias=False), nn.BatchNorm2d(16), nn.ReLU(),\n"
                  "                      nn.Conv2d(16, 16, 3, padding=1, bias=False), nn.BatchNorm2d(16), nn.ReLU(),\n"
                  "                      nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(16, 4))\n"
-                 "    m.input_shape = (1, 3, 8, 8)\n"
+                 "    m.input_shape = (1, 3, 24, 24)\n"
                  "    return m\n")
     return f"{f}:build"
 
@@ -174,15 +191,28 @@ def test_rpc_runner_builds_a_table_that_agrees_with_local(rpc_server, tmp_path) 
     tracker, server = rpc_server
     a = analyze(load_model(_tiny_model_file(tmp_path)))
     proto = TimingProtocol(warmup=3, repeats=10, min_time_s=0.01, timeout_s=60.0)
-    with TvmLocalRunner(proto, target=HOST) as local:
-        profile_model(a, LatencyTable.load(tmp_path / "local", "dev", create=True), local,
-                      calibrate=False, progress=False)
-    with TvmRpcRunner(tracker, "test", HOST, protocol=proto) as remote:
-        rep = profile_model(a, LatencyTable.load(tmp_path / "rpc", "dev", create=True), remote,
-                            calibrate=False, progress=False)
-    assert rep.timed == len(anchor_keys(a, 5)) and rep.in_context == 0
-    loc, rpc = LatencyTable.load(tmp_path / "local", "dev"), LatencyTable.load(tmp_path / "rpc", "dev")
-    assert loc.measured_keys() == rpc.measured_keys()
-    ratios = [rpc.rows[k].latency_ms / loc.rows[k].latency_ms for k in loc.measured_keys()]
-    assert 0.5 < statistics.median(ratios) < 2.0, ratios
-    assert rpc.meta.measured_on["runner"].startswith("tvm")
+    medians = []
+    # convs of 5-40 us (at 8x8 they took 1-4 us and one entry read 12x its local twin); the
+    # head's kernels (0.1-2 us, the timer's floor) are compared in the total only. A second
+    # pair of tables only when the first disagrees: a shared VM can run 2x slower for the
+    # minute one table takes
+    for attempt in range(2):
+        with TvmLocalRunner(proto, target=HOST) as local:
+            profile_model(a, LatencyTable.load(tmp_path / f"local{attempt}", "dev", create=True), local,
+                          calibrate=False, progress=False)
+        with TvmRpcRunner(tracker, "test", HOST, protocol=proto) as remote:
+            rep = profile_model(a, LatencyTable.load(tmp_path / f"rpc{attempt}", "dev", create=True), remote,
+                                calibrate=False, progress=False)
+        assert rep.timed == len(anchor_keys(a, 5)) and rep.in_context == 0
+        loc = LatencyTable.load(tmp_path / f"local{attempt}", "dev")
+        rpc = LatencyTable.load(tmp_path / f"rpc{attempt}", "dev")
+        assert loc.measured_keys() == rpc.measured_keys()
+        assert rpc.meta.measured_on["runner"].startswith("tvm") and rpc.meta.measured_on["threads"] == 1
+        keys = loc.measured_keys()
+        ratios = [rpc.rows[k].latency_ms / loc.rows[k].latency_ms for k in keys if loc.rows[k].latency_ms > 0.005]
+        total = sum(rpc.rows[k].latency_ms for k in keys) / sum(loc.rows[k].latency_ms for k in keys)
+        medians.append((statistics.median(ratios), total))
+        if all(0.67 < r < 1.5 for r in medians[-1]):
+            break
+    else:
+        raise AssertionError(medians)

@@ -46,7 +46,7 @@ __all__ = [
     "import_tvm", "tvm_version", "seconds_to_ms", "resolve_target", "target_kind",
     "OnnxInput", "onnx_inputs", "import_onnx", "build", "schedule_for_build", "last_schedule_report", "tune", "TuneReport",
     "LinkInfo", "export_library", "load_vm", "run_vm", "time_vm", "random_inputs",
-    "time_onnx_local", "time_onnx_rpc", "connect_rpc", "parse_tracker", "host_triple",
+    "time_onnx_local", "time_onnx_rpc", "remote_threads", "connect_rpc", "parse_tracker", "host_triple",
     "is_cross", "set_num_threads", "nvcc_path", "TvmRuntime", "build_cuda_library", "compile_library", "compile_library_here", "vm_session", "HOST_TARGET",
 ]
 
@@ -732,6 +732,20 @@ def _tracker_keys(summary: dict[str, Any]) -> set[str]:
     for k in (summary.get("queue_info") or {}):
         keys.add(k)
     return keys
+
+
+def remote_threads(session: Any, threads: int | None = None) -> int:
+    """The size of the RPC server's CPU thread pool, first set to ``threads`` when given and
+    different. The server's own default is its environment's (TVM_NUM_THREADS) or, without
+    one, its core count: a phone's server would time 4-8 threads against a 1-thread profile.
+    TVM sizes it in "big cores" mode, as its Android guide does (on a big.LITTLE phone the
+    threads run on the fast cores)."""
+    current = int(session.get_function("runtime.NumThreads")())
+    if threads and threads != current:
+        big_cores = 1  # threading::ThreadGroup::kBig
+        session.get_function("runtime.config_threadpool")(big_cores, int(threads))
+        current = int(session.get_function("runtime.NumThreads")())
+    return current
 
 
 def time_onnx_rpc(session: Any, onnx_bytes: bytes, target: dict[str, Any], *, warmup: int,

@@ -318,7 +318,7 @@ def _schedule_conv(sch: Any, block: Any, lanes: int) -> str:
     if chunk:  # input channels in chunks outermost: the chunk's weights stay in L1 over the image
         rco, rc = sch.split(rc, [None, chunk])
     if ow >= 8 or oh == 1:
-        t = _pick_tile(ow, *_column_tile_range(two_registers))
+        t = _pick_tile(ow, *_column_tile_range(two_registers, lanes))
         xo, xi = sch.split(x, [None, t])
         sch.reorder(n, fo, *([rco] if rco else []), y, xo, rc, ry, rx, xi, fi)
         tile_loop = xo
@@ -365,19 +365,25 @@ def _reduction_chunk(info: _ConvInfo, lanes: int) -> int | None:
     return min(divisors, key=lambda d: abs(d - 32)) if divisors else None
 
 
-def _column_tile_range(two_registers: bool) -> tuple[int, int]:
+def _column_tile_range(two_registers: bool, lanes: int) -> tuple[int, int]:
     """Output columns per register tile (the accumulators: columns x channel registers).
 
-    On AVX2 (16 registers) 4 columns x 2 channel registers. With 5-6 columns LLVM spills
+    On AVX2 (16 registers) 4 columns x 2 channel registers, or 6-8 columns when the
+    channels fit one register (8 or fewer): about 8 independent accumulators either way,
+    enough to cover the FMA latency. With 5-6 columns x 2 registers LLVM spills
     accumulators to the stack on every step of a strided conv (a 3x3 window also keeps the
     inputs that neighbouring columns share live: x at kx=2 reads what x+1 reads at kx=0) and
-    of 1x1 convs on 14x14 images. Measured on an AVX2 EPYC, 1 thread, 6 -> 4 columns,
-    against onnxruntime (ORT): 3x3 stride 2, 16->16 at 48x48 0.101 -> 0.037 ms (ORT 0.057),
-    40->40 at 24x24 0.148 -> 0.060 (0.069), 3->32 at 96x96 0.143 -> 0.065 (0.119); 1x1
-    stride 2, 64->128 at 28x28 0.100 -> 0.058 (0.064); 1x1, 96->576 at 14x14 0.80 -> 0.32
-    (0.31); stride-1 3x3 and 1x1 convs at 28-56 px within noise of 6 columns.
+    of 1x1 convs on 14x14 images. Measured on an AVX2 EPYC, 1 thread, interleaved with
+    onnxruntime (ORT): 6 -> 4 columns, 3x3 stride 2, 16->16 at 48x48 0.101 -> 0.037 ms (ORT
+    0.057), 40->40 at 24x24 0.148 -> 0.060 (0.069), 3->32 at 96x96 0.143 -> 0.065 (0.119);
+    1x1 stride 2, 64->128 at 28x28 0.100 -> 0.058 (0.064); 1x1, 96->576 at 14x14 0.80 ->
+    0.32 (0.31); stride-1 3x3 and 1x1 convs at 28-56 px within noise. One register, 4 -> 6-8
+    columns: 3x3 64->8 at 56x56 0.661 -> 0.404 (0.752), 16->8 stride 2 at 48x48 0.036 ->
+    0.026 (0.053).
     """
-    return (4, 4) if two_registers else (6, 14)
+    if not two_registers:
+        return 6, 14
+    return (6, 8) if lanes <= 8 else (4, 4)
 
 
 def _row_tile(ow: int, lanes: int) -> int:

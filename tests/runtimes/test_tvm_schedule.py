@@ -117,7 +117,10 @@ def test_import_does_not_load_tvm():
     (3, 16, 7, 2, 32),      # 7x7 stride 2 stem
     (32, 40, 1, 1, 7),      # narrow image: rows x columns tile
     (20, 24, 3, 1, 5),      # narrow + tail rows
-    (24, 40, 3, 1, 14),     # AVX2: 2x8-lane channel tile padded, column tile of 5 with a tail
+    (24, 40, 3, 1, 14),     # AVX2: 2x8-lane channel tile padded, column tile of 4 with a tail
+    (96, 40, 1, 1, 7),      # many input channels on a narrow image: chunks of 32 outermost
+    (128, 24, 3, 1, 14),    # chunks of 32 over a column-tiled image
+    (64, 8, 3, 2, 20),      # AVX2: channels in one register, 6-8 columns, ragged tail
 ])
 @pytest.mark.parametrize("target", TARGETS, ids=lambda t: t["mcpu"])
 def test_conv2d_matches_onnxruntime(cin, cout, k, stride, size, target):
@@ -155,7 +158,7 @@ def test_grouped_conv_matches_onnxruntime():
 
 # --------------------------------------------------------------------------- dense, pool
 
-@pytest.mark.parametrize("features,relu", [(10, False), (16, True), (100, False)])
+@pytest.mark.parametrize("features,relu", [(10, False), (16, True), (100, False), (20, True), (1000, False)])
 def test_dense_and_pooling(features, relu):
     class Head(nn.Module):
         def __init__(self):

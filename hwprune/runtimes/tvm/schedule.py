@@ -322,13 +322,11 @@ def _schedule_conv(sch: Any, block: Any, lanes: int) -> str:
         xo, xi = sch.split(x, [None, t])
         sch.reorder(n, fo, *([rco] if rco else []), y, xo, rc, ry, rx, xi, fi)
         tile_loop = xo
-        outer = [n, fo, y]
     else:  # narrow image (7x7 and smaller): tile rows x columns
         rows = max(r for r in range(1, max(1, min(oh, 14 // ow)) + 1) if oh % r == 0)  # no ragged tail
         yo, yi = sch.split(y, [None, rows])
         sch.reorder(n, fo, *([rco] if rco else []), yo, rc, ry, rx, yi, x, fi)
         tile_loop = yo
-        outer = [n, fo]
         xi = None
     sch.vectorize(fi)
     if xi is not None:

@@ -11,6 +11,13 @@ re-times them (a few seconds, the calibration's protocol, interleaved) and repor
 ratio; beyond :data:`DRIFT_THRESHOLD` the predictor is rescaled by it unless the caller
 keeps the raw values.
 
+Noise slows a machine down; it never speeds one up. So the two directions are judged
+apart (:attr:`Drift.significant`): a machine now slower than the build counts only beyond
+the slowest round the build saw (a shared VM's swings are noise the table averaged over),
+while one now faster than the table's own idle-device estimate (the lower quartile of its
+rounds, what the predictions are calibrated to) shows that the build ran in a slow spell,
+and predictions are scaled by the re-timing against that estimate (:attr:`Drift.factor`).
+
 A slowed machine does not slow every model alike: under a neighbour's time slices a 21 ms
 model ran 1.9x and a 57 ms one 2.24x as long on one 2-core VM. So a prediction longer than
 the main reference is scaled by the two references' ratio interpolated at its length
@@ -50,19 +57,40 @@ class Drift:
     #: the lowest and highest round the build itself measured (None: not recorded)
     built_low_ms: float | None = None
     built_high_ms: float | None = None
-    #: the other references, (built_ms, now_ms) each: the ratio by model length
-    others: tuple[tuple[float, float], ...] = ()
+    #: the other references, (built_ms, now_ms) or (built_ms, now_ms, idle_ms) each: the
+    #: ratio by model length
+    others: tuple[tuple[float, ...], ...] = ()
+    #: the build's idle-device estimate of the reference (the lower quartile of its rounds,
+    #: what the table's predictions are calibrated to; None: not recorded)
+    built_idle_ms: float | None = None
 
     @property
     def ratio(self) -> float:
         return self.now_ms / self.built_ms
 
+    @property
+    def faster(self) -> bool:
+        """Faster now than the build's idle-device estimate by more than 5%."""
+        return self.built_idle_ms is not None and self.now_ms < (1.0 - DRIFT_THRESHOLD) * self.built_idle_ms
+
+    @property
+    def factor(self) -> float:
+        """What predictions of the main reference's length are scaled by: the re-timing
+        against the build's median round, or against its idle-device estimate when the
+        machine now runs faster than that (:attr:`faster`)."""
+        return self.ratio_at(self.built_ms)
+
     def _points(self) -> list[tuple[float, float]]:
-        """(built_ms, ratio) of every reference, shortest first."""
-        return sorted({(self.built_ms, self.ratio), *((b, n / b) for b, n in self.others)})
+        """(built_ms, factor) of every reference, shortest first."""
+        refs = [(self.built_ms, self.now_ms, self.built_idle_ms), *self.others]
+        points = set()
+        for built, now, *idle in refs:
+            basis = idle[0] if self.faster and idle and idle[0] else built
+            points.add((built, now / basis))
+        return sorted(points)
 
     def ratio_at(self, ms: float) -> float:
-        """The drift of a model that took ``ms`` during the build: interpolated in log
+        """The factor for a model that took ``ms`` during the build: interpolated in log
         length between the references, the nearest one's beyond them."""
         pts = self._points()
         if ms <= pts[0][0]:
@@ -75,11 +103,14 @@ class Drift:
 
     @property
     def significant(self) -> bool:
-        """More than 5% off the build's latency, and outside the range the build's own
-        rounds spanned: on a machine whose speed swings from one minute to the next (a
-        shared VM), a reading inside that swing is the noise the table already averaged
-        over, not a change of machine."""
-        if abs(self.ratio - 1.0) <= DRIFT_THRESHOLD:
+        """Slower: more than 5% above the build's median round and beyond its slowest
+        round (on a machine whose speed swings from one minute to the next, a shared VM, a
+        reading inside that swing is the noise the table already averaged over). Faster:
+        more than 5% below the build's idle-device estimate (:attr:`faster`; tables that
+        did not record it: below the build's fastest round)."""
+        if self.faster:
+            return True
+        if abs(self.ratio - 1.0) <= DRIFT_THRESHOLD or (self.built_idle_ms is not None and self.ratio < 1.0):
             return False
         low, high = self.built_low_ms, self.built_high_ms
         return low is None or high is None or not low <= self.now_ms <= high
@@ -88,7 +119,7 @@ class Drift:
         """The rescale factors as text: '1.90', or '1.85-2.24 by model length'."""
         ratios = [r for _, r in self._points()]
         lo, hi = min(ratios), max(ratios)
-        return f"{self.ratio:.2f}" if hi - lo < 0.005 else f"{lo:.2f}-{hi:.2f} by model length"
+        return f"{self.factor:.2f}" if hi - lo < 0.005 else f"{lo:.2f}-{hi:.2f} by model length"
 
     def describe(self, device: str) -> str:
         way = "slower" if self.ratio > 1 else "faster"
@@ -103,9 +134,9 @@ class Drift:
 
     def to_dict(self) -> dict[str, Any]:
         return {"model": self.model, "now_ms": self.now_ms, "built_ms": self.built_ms,
-                "built_range_ms": [self.built_low_ms, self.built_high_ms],
-                "ratio": round(self.ratio, 4), "significant": self.significant,
-                "others": [{"built_ms": b, "now_ms": n, "ratio": round(n / b, 4)} for b, n in self.others]}
+                "built_range_ms": [self.built_low_ms, self.built_high_ms], "built_idle_ms": self.built_idle_ms,
+                "ratio": round(self.ratio, 4), "factor": round(self.factor, 4), "significant": self.significant,
+                "others": [{"built_ms": o[0], "now_ms": o[1], "ratio": round(o[1] / o[0], 4)} for o in self.others]}
 
 
 def _file(table: LatencyTable, model_key: str, index: int = 0) -> Path:
@@ -143,7 +174,7 @@ def save_reference(table: LatencyTable, model_key: str, points: list[Calibration
         atomic_write(path, onnx_by_plan[point.plan])
         # the median round: what measure_drift's median of its rounds is compared with
         built = point.median_ms or point.measured_ms
-        entries.append({"plan": point.plan, "file": path.name, "measured_ms": built,
+        entries.append({"plan": point.plan, "file": path.name, "measured_ms": built, "idle_ms": point.measured_ms,
                         "min_ms": point.min_ms or built, "max_ms": point.max_ms})
     main = entries[0]
     spread = ((main["max_ms"] - main["min_ms"]) / main["measured_ms"]) if main["max_ms"] else 0.0
@@ -179,6 +210,16 @@ def measure_drift(table: LatencyTable, runtime: Any, model_key: str | None = Non
     # the machine as it runs now: the median of 5 short rounds (a slow spell counts)
     now = runtime.time_sessions(sessions, rounds=5, seconds=seconds, statistic="median")
     low, high = record.get("min_ms"), record.get("max_ms")
+    idle = [_idle_ms(table, model_key or record["model"], r) for r in refs]
     return Drift(record["model"], now[0], float(record["measured_ms"]), float(low) if low else None,
                  float(high) if high else None,
-                 tuple((float(r["measured_ms"]), t) for r, t in zip(others, now[1:])))
+                 tuple((float(r["measured_ms"]), t, i) for r, t, i in zip(others, now[1:], idle[1:])), idle[0])
+
+
+def _idle_ms(table: LatencyTable, model_key: str, ref: dict[str, Any]) -> float | None:
+    """A reference's idle-device estimate: recorded beside it, or (tables from before it
+    was) its calibration point's ``measured_ms``; None when neither is there."""
+    if ref.get("idle_ms"):
+        return float(ref["idle_ms"])
+    point = next((p for p in table.meta.calibration if p.model == model_key and p.plan == ref.get("plan")), None)
+    return float(point.measured_ms) if point is not None and point.measured_ms > 0 else None

@@ -105,7 +105,7 @@ class LatencyPredictor:
 
         self.drift = measure_drift(self.table, runtime, self.analysis.model_key)
         significant = self.drift is not None and self.drift.significant
-        self.rescale = self.drift.ratio if significant and rescale else 1.0
+        self.rescale = self.drift.factor if significant and rescale else 1.0
 
     def use_stat(self, stat: str) -> None:
         """Predict the median (default) or the p90 of single runs (median x :attr:`p90_ratio`)."""

@@ -19,7 +19,7 @@ import pytest
 from hwprune.devices import LocalRunner, load_profile
 from hwprune.latency import LatencyTable, open_predictor, profile_model
 from hwprune.latency._calibration import idle_ms
-from hwprune.latency._drift import DRIFT_THRESHOLD, REFERENCE_MAX_MS, reference_for
+from hwprune.latency._drift import DRIFT_THRESHOLD, REFERENCE_MAX_MS, Drift, _idle_ms, reference_for
 from hwprune.models import load_model
 from hwprune.onnx_export import to_onnx_bytes
 from hwprune.pruning import analyze
@@ -54,6 +54,9 @@ def test_build_keeps_a_reference_model(demo_table):
     # the reference keeps its build's median round (what the drift check's median is compared
     # with) beside the point's idle-device estimate, its lower quartile
     assert ref["measured_ms"] == main.median_ms and main.min_ms <= main.measured_ms <= main.median_ms
+    assert ref["idle_ms"] == main.measured_ms
+    # tables from before it was recorded: the calibration point gives it
+    assert _idle_ms(table, a.model_key, {k: v for k, v in ref.items() if k != "idle_ms"}) == main.measured_ms
     longest = max((p for p in mine.values() if p.measured_ms <= REFERENCE_MAX_MS), key=lambda p: p.measured_ms)
     others = ref["others"]
     assert [o["plan"] for o in others] == ([longest.plan] if longest.measured_ms >= 1.5 * main.measured_ms else [])
@@ -123,7 +126,6 @@ def test_slowed_machine_is_noticed_and_predictions_follow(demo_table):
 
 
 def test_drift_is_interpolated_by_model_length():
-    from hwprune.latency._drift import Drift
 
     d = Drift("m", now_ms=40.0, built_ms=20.0, others=((5.0, 12.5), (60.0, 135.0)))   # 2.5x, 2.0x, 2.25x
     assert d.ratio_at(5.0) == pytest.approx(2.5) and d.ratio_at(1.0) == pytest.approx(2.5)
@@ -137,7 +139,6 @@ def test_drift_is_interpolated_by_model_length():
 
 
 def test_a_reading_inside_the_builds_own_swing_is_not_drift():
-    from hwprune.latency._drift import Drift
 
     swung = Drift("m", now_ms=12.0, built_ms=10.0, built_low_ms=9.0, built_high_ms=13.0)
     assert not swung.significant                       # 20% off, but the build saw 13 ms itself
@@ -146,3 +147,25 @@ def test_a_reading_inside_the_builds_own_swing_is_not_drift():
     assert Drift("m", 12.0, 10.0).significant          # no range kept (older tables): 5% decides
     assert not Drift("m", 10.4, 10.0).significant
     assert Drift("m", 12.0, 10.0, 9.0, 13.0).to_dict()["built_range_ms"] == [9.0, 13.0]
+
+
+def test_a_machine_faster_than_the_builds_idle_estimate_is_drift():
+    """Noise only slows a machine: a re-timing more than 5% under the table's idle-device
+    estimate (the lower quartile of its rounds) means the build ran in a slow spell, even
+    when the build's own fastest round was faster still."""
+    # built: rounds 8-13 ms, median 10, lower quartile 9.5; now 8.8 ms
+    d = Drift("m", 8.8, 10.0, 8.0, 13.0, built_idle_ms=9.5)
+    assert d.faster and d.significant
+    assert d.factor == pytest.approx(8.8 / 9.5) and d.factors() == "0.93"     # against the idle estimate
+    assert d.to_dict()["factor"] == pytest.approx(0.9263, abs=1e-4)
+    # 3% under the idle estimate (8% under the median round): inside the build's swing
+    assert not Drift("m", 9.2, 10.0, 8.0, 13.0, built_idle_ms=9.5).significant
+    # slower keeps its rule and its basis, the median round
+    slow = Drift("m", 14.0, 10.0, 8.0, 13.0, built_idle_ms=9.5)
+    assert slow.significant and not slow.faster and slow.factor == pytest.approx(1.4)
+    # every reference is scaled against its own idle estimate, interpolated by length
+    both = Drift("m", 8.8, 10.0, 8.0, 13.0, others=((40.0, 34.0, 38.0),), built_idle_ms=9.5)
+    assert both.ratio_at(10.0) == pytest.approx(8.8 / 9.5) and both.ratio_at(40.0) == pytest.approx(34.0 / 38.0)
+    # a longer reference without an idle estimate falls back to its median round
+    assert Drift("m", 8.8, 10.0, 8.0, 13.0, others=((40.0, 34.0),), built_idle_ms=9.5).ratio_at(40.0) == \
+        pytest.approx(34.0 / 40.0)

@@ -71,6 +71,14 @@ def ensure_profiled(analysis, device: str, directory: Path, runtime) -> dict | N
             "reused": rep.reused, "interpolated": rep.interpolated, "calibration_points": rep.calibration_points}
 
 
+def _reused_tables(directory: Path, device: str, models: list[str], built: list[str]) -> list[tuple[str, str]]:
+    """(model, build date) of each model of this run whose table it did not build."""
+    table = LatencyTable.load(directory, device)
+    return [(name, str(rec.get("date") or "?")[:16].replace("T", " "))
+            for key, rec in table.meta.models.items()
+            if (name := key.split("@")[0]) in models and name not in built]
+
+
 def artifacts(onnx: list[bytes], runtime, folder: Path) -> list[str]:
     """Each model compiled by TVM (schedule library, no tuning) and exported as a library
     beside its ONNX, as ``hwprune export`` writes it; the paths to time."""
@@ -196,6 +204,10 @@ def main() -> int:
              f"{int((p90 <= 15).sum())}/{len(p90)}. Wall time {time.perf_counter() - started:.0f} s."]
     if builds:
         lines += ["", "Table builds in this run:", "", md_table(pd.DataFrame(builds))]
+    reused = _reused_tables(directory, args.device, args.models, [b["model"] for b in builds])
+    if reused:
+        lines += ["", "Tables not built in this run (measured earlier on this machine, used as a user would "
+                  "use them later): " + ", ".join(f"{m} (built {d})" for m, d in reused) + "."]
     lines += ["", "`rescale` is the drift factor applied to the table's values (1.0: none), from the drift check "
               "that found the machine fastest among one per pass (`drift_checks`: each check's ratio); "
               "`first_check_within_10pct` uses the first check's predictions; "

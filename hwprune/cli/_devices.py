@@ -56,7 +56,11 @@ def _drift_text(drift: dict | None) -> str:
     """This machine's speed against the table's build: 'x1.12' = 12% slower now."""
     if not drift:
         return "-"
-    return f"x{drift['ratio']:.2f}" + (" (drifted)" if drift["significant"] else "")
+    if not drift["significant"]:
+        return f"x{drift['ratio']:.2f}"
+    factor = drift.get("factor", drift["ratio"])
+    return f"x{drift['ratio']:.2f} (drifted" + (f", predictions x{factor:.2f})" if abs(factor - drift["ratio"]) >= 0.005
+                                               else ")")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -77,5 +81,6 @@ def run(args: argparse.Namespace) -> int:
     print(f"\nYour tables: {tables_dir(args.tables, args.work_dir)} (shipped ones are read where you have "
           "none). 'measured' = timed on the device; 'estimated' = analytic model "
           "(see 'hwprune profile --help' to measure a real device). 'speed now': the table's reference model "
-          "re-timed now against its build (x1.10 = 10% slower; beyond 5% predictions are rescaled).")
+          "re-timed now against its build's median round (x1.10 = 10% slower; predictions are rescaled when it "
+          "is 5% slower than the build's slowest round, or 5% faster than the build's idle estimate).")
     return 0

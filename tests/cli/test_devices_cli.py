@@ -78,3 +78,15 @@ def test_host_measured_table_copied_elsewhere_is_stale(tmp_path, capsys):
     assert code == 1 and "stale" in err and "hwprune profile --device host" in err
     code, out, _ = run(capsys, "devices", "--tables", str(tmp_path), "--format", "json")
     assert {r["name"]: r for r in json.loads(out)}["host"]["table"] == "stale"
+
+
+def test_speed_now_says_when_predictions_are_scaled_by_another_factor():
+    from hwprune.cli._devices import _drift_text
+    from hwprune.latency._drift import Drift
+
+    assert _drift_text(None) == "-"
+    assert _drift_text(Drift("m", 10.3, 10.0, 9.0, 13.0, built_idle_ms=9.5).to_dict()) == "x1.03"
+    assert _drift_text(Drift("m", 14.0, 10.0, 9.0, 13.0, built_idle_ms=9.5).to_dict()) == "x1.40 (drifted)"
+    # faster than the idle estimate: scaled against it, not against the median round
+    assert _drift_text(Drift("m", 8.8, 10.0, 8.0, 13.0, built_idle_ms=9.5).to_dict()) == \
+        "x0.88 (drifted, predictions x0.93)"

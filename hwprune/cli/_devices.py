@@ -56,11 +56,11 @@ def _drift_text(drift: dict | None) -> str:
     """This machine's speed against the table's build: 'x1.12' = 12% slower now."""
     if not drift:
         return "-"
+    text = f"x{drift['ratio']:.2f}"
     if not drift["significant"]:
-        return f"x{drift['ratio']:.2f}"
-    factor = drift.get("factor", drift["ratio"])
-    return f"x{drift['ratio']:.2f} (drifted" + (f", predictions x{factor:.2f})" if abs(factor - drift["ratio"]) >= 0.005
-                                               else ")")
+        return text
+    scaled = f", predictions x{drift['factor']:.2f}" if abs(drift["factor"] - drift["ratio"]) >= 0.005 else ""
+    return f"{text} (drifted{scaled})"
 
 
 def run(args: argparse.Namespace) -> int:

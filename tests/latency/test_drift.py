@@ -126,7 +126,6 @@ def test_slowed_machine_is_noticed_and_predictions_follow(demo_table):
 
 
 def test_drift_is_interpolated_by_model_length():
-
     d = Drift("m", now_ms=40.0, built_ms=20.0, others=((5.0, 12.5), (60.0, 135.0)))   # 2.5x, 2.0x, 2.25x
     assert d.ratio_at(5.0) == pytest.approx(2.5) and d.ratio_at(1.0) == pytest.approx(2.5)
     assert d.ratio_at(20.0) == pytest.approx(2.0)
@@ -139,7 +138,6 @@ def test_drift_is_interpolated_by_model_length():
 
 
 def test_a_reading_inside_the_builds_own_swing_is_not_drift():
-
     swung = Drift("m", now_ms=12.0, built_ms=10.0, built_low_ms=9.0, built_high_ms=13.0)
     assert not swung.significant                       # 20% off, but the build saw 13 ms itself
     assert Drift("m", 14.0, 10.0, 9.0, 13.0).significant          # beyond anything the build saw

@@ -66,7 +66,8 @@ def test_build_keeps_a_reference_model(demo_table):
 
 
 def _calibrated_plan(a, d):
-    """The calibration plan the table predicts closest to what its build measured.
+    """The calibration plan near the reference's length the table predicts closest to what
+    its build measured.
 
     The test is about what drift adds: a new plan's own table error (up to 6% on this
     demo's calibration points, -5.5% dense and +6% at 50% on a 2-core VM, the same in every
@@ -75,10 +76,12 @@ def _calibrated_plan(a, d):
     """
     raw = open_predictor(a, "host", d, drift=False)
     mine = [p for p in raw.table.meta.calibration if p.model == a.model_key and p.keep]
-    # at least half the reference's length: a model shorter than a time slice slows by
-    # anything from 1x to 3x (see hwprune.latency._drift), the reference's ratio is not its
+    # near the reference's length: how far a model slows under a neighbour's time slices
+    # depends on how its runs fall between them (a 25.7 ms reference 1.88x and a 29.7 ms
+    # plan 2.17-2.42x on one CI VM, 2.03 ms 2.95x and 4.7 ms 1.78x on another), which no
+    # table follows between its references; the reference itself is always a candidate
     ref_ms = reference_for(raw.table, a.model_key)["measured_ms"]
-    mine = [p for p in mine if p.measured_ms >= 0.5 * ref_ms] or mine
+    mine = [p for p in mine if abs(p.measured_ms / ref_ms - 1) <= 0.10] or mine
     best = min(mine, key=lambda p: abs(raw.predict_ms(plan_from_keep(a.space, p.keep)) / p.measured_ms - 1))
     return plan_from_keep(a.space, best.keep)
 
@@ -121,8 +124,9 @@ def test_slowed_machine_is_noticed_and_predictions_follow(demo_table):
     # summarized as the table's calibration summarizes its rounds (its estimate of the
     # stopwatch on the otherwise idle machine, here the slowed one): the lower quartile
     measured = idle_ms(measured_ms)
-    assert abs(predicted - measured) / measured <= 0.10, (predicted, measured, raw.predict_ms(plan),
-                                                          [p.drift for p in preds], measured_ms)
+    why = (predicted, measured, raw.predict_ms(plan), [p.drift for p in preds], measured_ms)
+    assert abs(predicted - measured) / measured <= 0.10, why
+    assert abs(predicted - measured) <= abs(raw.predict_ms(plan) - measured) / 3, why
 
 
 def test_drift_is_interpolated_by_model_length():

@@ -5,8 +5,11 @@ pruned, exported and timed end to end with onnxruntime (the host profile's threa
 optimization level), and compared with the table's prediction. Plans are timed in
 interleaved rounds and each keeps the median of its round medians, so a spell in which the
 shared machine runs slow (it happens, 10-40% for tens of seconds) lands on every plan alike
-instead of on those that happened to run then. The table is calibrated the same way
-(median of several passes). `stopwatch_fidelity.py` checks against fresh processes.
+instead of on those that happened to run then. Predictions follow the machine's drift as
+``hwprune latency``'s do: the table's reference model is re-timed just before the plans
+(a shared VM's speed moves by 10% within the hour, and not alike for every model); the
+table's raw values are reported beside. `stopwatch_fidelity.py` checks against fresh
+processes.
 Tables missing a model are profiled first (the time and number of timed kernels are
 reported). Run on a quiet machine: other processes on the cores distort both sides.
 
@@ -85,21 +88,27 @@ def main() -> int:
         predict_us = (time.perf_counter() - t0) / len(plans) * 1e6
         sessions = [runtime.session(to_onnx_bytes(analysis.space.apply(plan), analysis.lm.input_shape))
                     for plan in plans]
+        raw = [pred.predict_ms(plan) for plan in plans]
+        pred.follow_drift(runtime)
         measured = runtime.time_sessions(sessions, rounds=args.rounds, seconds=args.min_time,
                                          progress=sys.stderr.isatty(), statistic="median")
         del sessions
         predicted = [pred.predict_ms(plan) for plan in plans]
         for i, (plan, p, m) in enumerate(zip(plans, predicted, measured)):
             rows.append({"model": name, "plan": i, "predicted_ms": p, "measured_ms": m,
-                         "error_pct": 100 * (p - m) / m, "macs": analysis.cost.cost(plan).macs})
+                         "error_pct": 100 * (p - m) / m, "raw_predicted_ms": raw[i],
+                         "raw_error_pct": 100 * (raw[i] - m) / m, "macs": analysis.cost.cost(plan).macs})
             print(f"{name} plan {i:2d}: predicted {p:8.3f} ms  measured {m:8.3f} ms  "
                   f"({100 * (p - m) / m:+5.1f}%)", file=sys.stderr)
         errs = [abs(r["error_pct"]) for r in rows if r["model"] == name]
+        raw_errs = [abs(r["raw_error_pct"]) for r in rows if r["model"] == name]
         summary.append({"model": name, "input": "x".join(map(str, analysis.lm.input_shape)),
                         "plans": len(plans), "within_10pct": sum(e <= 10 for e in errs),
                         "median_abs_error_pct": statistics.median(errs), "max_abs_error_pct": max(errs),
                         "spearman": spearman(predicted, measured),
                         "spearman_macs": spearman([r["macs"] for r in rows if r["model"] == name], measured),
+                        "drift": round(pred.drift.ratio, 3) if pred.drift else None, "rescale": round(pred.rescale, 3),
+                        "raw_within_10pct": sum(e <= 10 for e in raw_errs),
                         "calibration": pred.calibration_scope, "predict_us_per_plan": predict_us})
     OUT.mkdir(exist_ok=True)
     df, sm = pd.DataFrame(rows), pd.DataFrame(summary)
@@ -115,7 +124,10 @@ def main() -> int:
              f"({(allerr <= 10).mean():.1%}); median absolute error {allerr.median():.2f}%."]
     if builds:
         lines += ["", "Table builds in this run:", "", md_table(pd.DataFrame(builds))]
-    lines += ["", "`spearman_macs` is the rank correlation a MAC count would give, for comparison."]
+    lines += ["", "`spearman_macs` is the rank correlation a MAC count would give, for comparison. "
+              "`drift`: the model's reference re-timed just before its plans, against the build's median "
+              "round; `rescale`: the factor the predictions took (1.0: none; see README, drift); "
+              "`raw_within_10pct`: the table's values unscaled."]
     text = "\n".join(lines) + "\n"
     (OUT / "latency_fidelity.md").write_text(text)
     print(text)

@@ -49,6 +49,23 @@ def spearman(a: list[float], b: list[float]) -> float:
     return float(ra.corr(rb))
 
 
+def _table(name: str, analysis, runtime, directory: Path, builds: list[dict]) -> LatencyTable:
+    """The host table with ``analysis``'s model, profiled first when it lacks it or was
+    measured on another CPU (the build is appended to ``builds``)."""
+    table = LatencyTable.load(directory, "host", create=True)
+    if analysis.model_key not in table.meta.models or table.meta.measured_on.get("cpu") != cpu_model():
+        runner = LocalRunner(runtime, protocol=TimingProtocol(warmup=10, repeats=50, min_time_s=0.1))
+        start = time.perf_counter()
+        with runner:
+            rep = profile_model(analysis, table, runner, progress=sys.stderr.isatty())
+        builds.append({"model": name, "seconds": time.perf_counter() - start, "timed": rep.timed,
+                       "reused": rep.reused, "interpolated": rep.interpolated,
+                       "calibration_points": rep.calibration_points})
+        table = LatencyTable.load(directory, "host")
+    table.check_fresh(runtime.identity())
+    return table
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--models", nargs="+", default=MODELS)
@@ -67,17 +84,7 @@ def main() -> int:
     rows, summary, builds = [], [], []
     for name in args.models:
         analysis = analyze(load_model(name))
-        table = LatencyTable.load(directory, "host", create=True)
-        if analysis.model_key not in table.meta.models or table.meta.measured_on.get("cpu") != cpu_model():
-            runner = LocalRunner(runtime, protocol=TimingProtocol(warmup=10, repeats=50, min_time_s=0.1))
-            start = time.perf_counter()
-            with runner:
-                rep = profile_model(analysis, table, runner, progress=sys.stderr.isatty())
-            builds.append({"model": name, "seconds": time.perf_counter() - start, "timed": rep.timed,
-                           "reused": rep.reused, "interpolated": rep.interpolated,
-                           "calibration_points": rep.calibration_points})
-            table = LatencyTable.load(directory, "host")
-        table.check_fresh(runtime.identity())
+        table = _table(name, analysis, runtime, directory, builds)
         pred = LatencyPredictor(analysis, table)
         rng = random.Random(args.seed)
         plans = [analysis.space.random_plan(rng, 0.0, args.max_ratio) for _ in range(args.plans)]

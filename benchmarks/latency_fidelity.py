@@ -28,15 +28,12 @@ import time
 from pathlib import Path
 
 import pandas as pd
-from _report import md_table
+from _report import ensure_profiled, md_table
 
 from hwprune._paths import tables_dir
 from hwprune.pruning import analyze
 from hwprune.devices import load_profile
-from hwprune.devices import LocalRunner
-from hwprune.runtimes.ort import cpu_model
-from hwprune.runtimes.timing import TimingProtocol
-from hwprune.latency import LatencyPredictor, LatencyTable, profile_model
+from hwprune.latency import LatencyPredictor, LatencyTable
 from hwprune.models import load_model
 from hwprune.onnx_export import to_onnx_bytes
 
@@ -47,23 +44,6 @@ OUT = Path(__file__).parent / "results"
 def spearman(a: list[float], b: list[float]) -> float:
     ra, rb = pd.Series(a).rank(), pd.Series(b).rank()
     return float(ra.corr(rb))
-
-
-def _table(name: str, analysis, runtime, directory: Path, builds: list[dict]) -> LatencyTable:
-    """The host table with ``analysis``'s model, profiled first when it lacks it or was
-    measured on another CPU (the build is appended to ``builds``)."""
-    table = LatencyTable.load(directory, "host", create=True)
-    if analysis.model_key not in table.meta.models or table.meta.measured_on.get("cpu") != cpu_model():
-        runner = LocalRunner(runtime, protocol=TimingProtocol(warmup=10, repeats=50, min_time_s=0.1))
-        start = time.perf_counter()
-        with runner:
-            rep = profile_model(analysis, table, runner, progress=sys.stderr.isatty())
-        builds.append({"model": name, "seconds": time.perf_counter() - start, "timed": rep.timed,
-                       "reused": rep.reused, "interpolated": rep.interpolated,
-                       "calibration_points": rep.calibration_points})
-        table = LatencyTable.load(directory, "host")
-    table.check_fresh(runtime.identity())
-    return table
 
 
 def main() -> int:
@@ -84,18 +64,19 @@ def main() -> int:
     rows, summary, builds = [], [], []
     for name in args.models:
         analysis = analyze(load_model(name))
-        table = _table(name, analysis, runtime, directory, builds)
+        build = ensure_profiled(analysis, "host", directory, runtime)
+        builds += [build] if build else []
+        table = LatencyTable.load(directory, "host")
+        table.check_fresh(runtime.identity())
         pred = LatencyPredictor(analysis, table)
         rng = random.Random(args.seed)
         plans = [analysis.space.random_plan(rng, 0.0, args.max_ratio) for _ in range(args.plans)]
         pred.predict_ms(plans[0])  # builds the kernel templates once; not part of a prediction
         t0 = time.perf_counter()
-        for p in plans:
-            pred.predict_ms(p)
+        raw = [pred.predict_ms(p) for p in plans]
         predict_us = (time.perf_counter() - t0) / len(plans) * 1e6
         sessions = [runtime.session(to_onnx_bytes(analysis.space.apply(plan), analysis.lm.input_shape))
                     for plan in plans]
-        raw = [pred.predict_ms(plan) for plan in plans]
         pred.follow_drift(runtime)
         measured = runtime.time_sessions(sessions, rounds=args.rounds, seconds=args.min_time,
                                          progress=sys.stderr.isatty(), statistic="median")

@@ -42,33 +42,18 @@ import time
 from pathlib import Path
 
 import pandas as pd
-from _report import machine_line, md_table
+from _report import ensure_profiled, machine_line, md_table
 
 from hwprune._paths import tables_dir
-from hwprune.devices import LocalRunner, load_profile
-from hwprune.latency import LatencyTable, open_predictor, profile_model
+from hwprune.devices import load_profile
+from hwprune.latency import LatencyTable, open_predictor
 from hwprune.models import load_model
 from hwprune.onnx_export import to_onnx_bytes
 from hwprune.pruning import analyze
-from hwprune.runtimes.timing import TimingProtocol
 
 MODELS = ["resnet18", "resnet34", "resnet50", "mobilenet_v1", "mobilenet_v2"]
 OUT = Path(__file__).parent / "results"
 PLAN_SEED = 1000  # the calibration plans are drawn with seed 0
-
-
-def ensure_profiled(analysis, device: str, directory: Path, runtime) -> dict | None:
-    """Profile the model into the table unless it is there and measured on this machine."""
-    table = LatencyTable.load(directory, device, create=True)
-    fresh = table.meta.measured_on and all(table.meta.measured_on.get(k) == v
-                                           for k, v in runtime.identity().items() if k in ("cpu", "runtime"))
-    if analysis.model_key in table.meta.models and fresh:
-        return None
-    start = time.perf_counter()
-    with LocalRunner(runtime, protocol=TimingProtocol(warmup=10, repeats=50, min_time_s=0.1)) as runner:
-        rep = profile_model(analysis, table, runner, progress=sys.stderr.isatty())
-    return {"model": analysis.lm.model_id, "build_s": round(time.perf_counter() - start, 1), "timed": rep.timed,
-            "reused": rep.reused, "interpolated": rep.interpolated, "calibration_points": rep.calibration_points}
 
 
 def _reused_tables(directory: Path, device: str, models: list[str], built: list[str]) -> list[tuple[str, str]]:
